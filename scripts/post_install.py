@@ -1,0 +1,1 @@
+"""Post-install fixes for the CPU environment (run by the Makefile after pip)."""

@@ -1,0 +1,1 @@
+"""LLaVA-NeXT-Video for transformers and vLLM."""

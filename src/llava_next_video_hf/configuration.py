@@ -1,0 +1,171 @@
+"""Configuration of LLaVA-NeXT-Video (AnyRes): vision tower + projector + pooling + LLM with scaled RoPE."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.models.auto import CONFIG_MAPPING
+
+from . import rope
+
+DEFAULT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+
+@strict
+class LlavaNextVideoAnyResConfig(PreTrainedConfig):
+    r"""Configuration of [`LlavaNextVideoAnyResForConditionalGeneration`].
+
+    Args:
+        vision_config: config of the vision tower (CLIP or SigLIP vision model), dict or config.
+        text_config: config of the language model (any causal LM: Llama, Mistral, Qwen2, ...).
+        image_token_id / video_token_id: ids of the ``<image>`` / ``<video>`` placeholders.
+        projector_hidden_act / multimodal_projector_bias: the Linear-act-Linear projector.
+        vision_feature_select_strategy: ``"default"`` drops the CLS feature, ``"full"`` keeps all.
+        vision_feature_layer: hidden-state index (or list of indices, concatenated) taken from the tower.
+        image_grid_pinpoints: AnyRes canvases (height, width) for images.
+        spatial_pool_stride / spatial_pool_mode: 2D pooling of each frame's feature grid
+            (``average`` | ``max`` | ``bilinear``).
+        spatial_pool_position: ``before_projector`` (2024 release, transformers) or ``after_projector``
+            (OneVision-era code).
+        video_newline_position: ``no_token`` | ``one_token`` | ``frame`` | ``grid`` (``image_newline``).
+        num_frames: frames the processor samples from a video by default.
+        max_frames: the frame budget (upper bound when sampling by fps; drives ``rope_scaling_factor="auto"``).
+        rope_scaling_factor: ``None`` keeps the text config's RoPE, ``"auto"`` derives the linear factor
+            from ``max_frames`` (or ``num_frames``) by [`rope.rope_factor`], a number sets it explicitly.
+            Resolved to a number at init; ``text_config.max_position_embeddings`` becomes
+            ``original_max_position_embeddings * factor``.
+        original_max_position_embeddings: the context the LLM was trained with (defaults to the text
+            config's ``max_position_embeddings`` before any scaling by this config).
+    """
+
+    model_type = "llava_next_video_anyres"
+    attribute_map = {"image_token_index": "image_token_id", "video_token_index": "video_token_id"}
+    sub_configs = {"text_config": AutoConfig, "vision_config": AutoConfig}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 32001
+    video_token_id: int = 32000
+    projector_hidden_act: str = "gelu"
+    multimodal_projector_bias: bool = True
+    vision_feature_select_strategy: Literal["default", "full"] = "default"
+    vision_feature_layer: int | list[int] = -2
+    image_grid_pinpoints: list | None = None
+    tie_word_embeddings: bool = False
+    spatial_pool_stride: int = 2
+    spatial_pool_mode: Literal["average", "max", "bilinear"] = "average"
+    spatial_pool_position: Literal["before_projector", "after_projector"] = "before_projector"
+    video_newline_position: Literal["no_token", "one_token", "frame", "grid"] = "no_token"
+    num_frames: int = 32
+    max_frames: int | None = None
+    rope_scaling_factor: float | int | str | None = None
+    original_max_position_embeddings: int | None = None
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.vision_config, dict):
+            self.vision_config = CONFIG_MAPPING[self.vision_config.get("model_type", "clip_vision_model")](
+                **{k: v for k, v in self.vision_config.items() if k != "model_type"}
+            )
+        elif self.vision_config is None:
+            self.vision_config = CONFIG_MAPPING["clip_vision_model"](
+                hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                image_size=336, patch_size=14, projection_dim=768,
+            )  # fmt: skip
+        if isinstance(self.text_config, dict):
+            self.text_config = CONFIG_MAPPING[self.text_config.get("model_type", "llama")](
+                **{k: v for k, v in self.text_config.items() if k != "model_type"}
+            )
+        elif self.text_config is None:
+            self.text_config = CONFIG_MAPPING["llama"]()
+        if self.image_grid_pinpoints is None:
+            self.image_grid_pinpoints = [list(p) for p in DEFAULT_GRID_PINPOINTS]
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        self._resolve_rope()
+        super().__post_init__(**kwargs)
+
+    # ---- length generalization -------------------------------------------------------------
+    def _current_linear_factor(self) -> float:
+        params = getattr(self.text_config, "rope_parameters", None) or {}
+        return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
+
+    def _resolve_rope(self) -> None:
+        """Turn ``rope_scaling_factor`` into a number and write it into ``text_config`` (idempotent)."""
+        if self.original_max_position_embeddings is None:
+            self.original_max_position_embeddings = int(self.text_config.max_position_embeddings)
+        requested = self.rope_scaling_factor
+        if requested is None:
+            factor = self._current_linear_factor()
+            if factor == 1.0:
+                self.rope_scaling_factor = None  # nothing to manage: leave the LLM's RoPE as it is
+                return
+        elif requested == "auto":
+            frames = self.max_frames or self.num_frames
+            factor = float(rope.rope_factor(self.num_video_tokens(frames), self.original_max_position_embeddings))
+        elif isinstance(requested, str):
+            raise ValueError(f"rope_scaling_factor must be None, 'auto' or a number >= 1, got {requested!r}")
+        else:
+            factor = float(requested)
+        if factor < 1:
+            raise ValueError(f"rope_scaling_factor must be >= 1, got {factor}")
+        apply_linear_rope(self.text_config, factor, self.original_max_position_embeddings)
+        self.rope_scaling_factor = factor
+
+    # ---- token math (delegates to rope.py) ------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        """Positions the language model can use at its current RoPE factor."""
+        return int(self.text_config.max_position_embeddings)
+
+    @property
+    def vision_has_cls(self) -> bool:
+        """Whether the vision tower prepends a CLS feature (CLIP does, SigLIP does not)."""
+        return "clip" in getattr(self.vision_config, "model_type", "")
+
+    def video_token_kwargs(self) -> dict:
+        """The arguments of [`rope.num_video_tokens`] this config implies."""
+        return {
+            "image_size": self.vision_config.image_size,
+            "patch_size": self.vision_config.patch_size,
+            "stride": self.spatial_pool_stride,
+            "newline_position": self.video_newline_position,
+        }
+
+    def num_video_tokens(self, num_frames: int) -> int:
+        """``<video>`` tokens of a clip of ``num_frames`` frames under this config."""
+        return rope.num_video_tokens(num_frames, **self.video_token_kwargs())
+
+    def num_image_tokens(self, height: int, width: int) -> int:
+        """``<image>`` tokens of an image of ``height`` x ``width`` pixels under this config."""
+        return rope.num_image_tokens(
+            height,
+            width,
+            image_size=self.vision_config.image_size,
+            patch_size=self.vision_config.patch_size,
+            grid_pinpoints=self.image_grid_pinpoints,
+            keeps_cls=self.vision_feature_select_strategy == "full" and self.vision_has_cls,
+        )
+
+
+def apply_linear_rope(text_config: PreTrainedConfig, factor: float, original_context: int) -> None:
+    """Set linear RoPE scaling ``factor`` on ``text_config`` and stretch its context to match.
+
+    ``factor == 1`` restores plain RoPE. Only the ``rope_parameters`` keys this rule owns change.
+    """
+    params = dict(getattr(text_config, "rope_parameters", None) or {})
+    if factor == 1.0:
+        params.pop("factor", None)
+        params["rope_type"] = "default"
+    else:
+        params.update(rope_type="linear", factor=float(factor))
+    text_config.rope_parameters = params
+    text_config.max_position_embeddings = int(round(original_context * factor))
+
+
+__all__ = ["LlavaNextVideoAnyResConfig", "apply_linear_rope"]
