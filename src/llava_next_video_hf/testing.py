@@ -1,0 +1,183 @@
+"""Tiny random checkpoints and synthetic videos for tests, demos and benchmarks.
+
+Everything here is deterministic given a seed and fast (well under a second for a checkpoint):
+the vision tower is CLIP-shaped at 336 px / patch 14 so the token math is the real one, the
+language model is a 2-layer Llama with head size 32, and the tokenizer is a real byte-level BPE
+trained on the fly by the ``tokenizers`` library.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .chat_templates import VICUNA_V1
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
+
+_CORPUS = [
+    "A chat between a curious user and an artificial intelligence assistant.",
+    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
+    "USER: ASSISTANT: What is happening in this video? Describe the video in detail.",
+    "What colour is the moving square? The square is red. It is green. It is blue. It is yellow.",
+    "Which direction does the object move? It moves left. It moves right. It moves up. It moves down.",
+    "Which object appears first? The circle appears first. The square appears first.",
+    "How many times does the screen flash? It flashes once. twice. three times. four times. zero one two three",
+    "What is shown in this image? An image of a cat, a dog, a car and a tree on a sunny day.",
+    "yes no maybe the a an of in on at to from with and or but not is are was were",
+]
+
+
+def make_tokenizer(vocab_size: int = 512) -> Any:
+    """A byte-level BPE tokenizer trained on a small fixed corpus, with ``<image>``/``<video>`` tokens.
+
+    Returns a transformers fast tokenizer (left padding, for generation) whose ids 0..5 are
+    ``<unk> <s> </s> <pad> <image> <video>``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        chat_template=VICUNA_V1,
+    )
+
+
+def tiny_vision_config(**overrides: Any) -> dict:
+    """A 2-layer CLIP vision tower at 336 px / patch 14 (576 patches + CLS per frame)."""
+    cfg = dict(
+        model_type="clip_vision_model", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, image_size=336, patch_size=14, projection_dim=64,
+    )  # fmt: skip
+    cfg.update(overrides)
+    return cfg
+
+
+def tiny_text_config(vocab_size: int, **overrides: Any) -> dict:
+    """A 2-layer Llama with head size 32 (vLLM's CPU attention needs >= 32) and a 4096 context."""
+    cfg = dict(
+        model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=32, vocab_size=vocab_size,
+        max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    cfg.update(overrides)
+    return cfg
+
+
+def tiny_config(tokenizer: Any | None = None, **overrides: Any) -> Any:
+    """A [`LlavaNextVideoAnyResConfig`] of the tiny model; ``overrides`` go to the top level
+    (``text_config``/``vision_config`` dicts are merged into the tiny defaults)."""
+    from .configuration import LlavaNextVideoAnyResConfig
+
+    tokenizer = tokenizer or make_tokenizer()
+    text = tiny_text_config(len(tokenizer), **overrides.pop("text_config", {}))
+    vision = tiny_vision_config(**overrides.pop("vision_config", {}))
+    return LlavaNextVideoAnyResConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.image_token_id,
+        video_token_id=tokenizer.video_token_id,
+        **overrides,
+    )
+
+
+def _seeded(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def make_processor(config: Any, tokenizer: Any | None = None) -> Any:
+    """The processor that matches ``config`` (token math, frame defaults, context length)."""
+    from .processing import LlavaNextVideoAnyResProcessor
+
+    return LlavaNextVideoAnyResProcessor.from_model_config(config, tokenizer or make_tokenizer())
+
+
+def make_tiny_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
+    """A tiny random [`LlavaNextVideoAnyResForConditionalGeneration`] (fp32, eval mode)."""
+    from .modeling import LlavaNextVideoAnyResForConditionalGeneration
+
+    config = tiny_config(tokenizer, **overrides)
+    _seeded(seed)
+    return LlavaNextVideoAnyResForConditionalGeneration(config).eval()
+
+
+def make_tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **overrides: Any) -> Path:
+    """Write a tiny checkpoint of our format (weights, config, processor, tokenizer, chat template)."""
+    path = Path(path)
+    tokenizer = make_tokenizer()
+    model = make_tiny_model(seed, tokenizer, **overrides)
+    model.save_pretrained(path)
+    make_processor(model.config, tokenizer).save_pretrained(path)
+    return path
+
+
+def make_llava_hf_video_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
+    """The tiny model as transformers' own ``LlavaNextVideoForConditionalGeneration`` (llava-hf layout)."""
+    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+    tokenizer = tokenizer or make_tokenizer()
+    config = LlavaNextVideoConfig(
+        vision_config=tiny_vision_config(**overrides.pop("vision_config", {})),
+        text_config=tiny_text_config(len(tokenizer), **overrides.pop("text_config", {})),
+        image_token_index=tokenizer.image_token_id,
+        video_token_index=tokenizer.video_token_id,
+        **overrides,
+    )
+    _seeded(seed)
+    return LlavaNextVideoForConditionalGeneration(config).eval()
+
+
+def make_llava_hf_image_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
+    """The tiny model as transformers' own ``LlavaNextForConditionalGeneration`` (LLaVA-NeXT image)."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    tokenizer = tokenizer or make_tokenizer()
+    config = LlavaNextConfig(
+        vision_config=tiny_vision_config(**overrides.pop("vision_config", {})),
+        text_config=tiny_text_config(len(tokenizer), **overrides.pop("text_config", {})),
+        image_token_index=tokenizer.image_token_id,
+        **overrides,
+    )
+    _seeded(seed)
+    return LlavaNextForConditionalGeneration(config).eval()
+
+
+def make_llava_hf_checkpoint(path: str | os.PathLike, kind: str = "video", seed: int = 0) -> Path:
+    """Write a tiny llava-hf checkpoint (``kind``: ``video`` or ``image``) with its tokenizer."""
+    path = Path(path)
+    tokenizer = make_tokenizer()
+    maker = {"video": make_llava_hf_video_model, "image": make_llava_hf_image_model}[kind]
+    maker(seed, tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def __getattr__(name: str) -> Any:  # synthetic videos live in their own module; re-exported lazily
+    if name in ("make_video", "make_video_bytes", "make_frames", "read_frame_index"):
+        from . import synthetic
+
+        return getattr(synthetic, name)
+    raise AttributeError(name)
