@@ -19,12 +19,21 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+from .modeling import (
+    LlavaNextVideoAnyResForConditionalGeneration,
+    LlavaNextVideoAnyResModel,
+    register_auto_classes as _register_models,
+)
+
 AutoConfig.register(LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True)
+_register_models()
 
 __all__ = [
     "ContextLengthError",
     "ConversionError",
     "LlavaNextVideoAnyResConfig",
+    "LlavaNextVideoAnyResForConditionalGeneration",
+    "LlavaNextVideoAnyResModel",
     "LlavaNextVideoError",
     "PlaceholderMismatchError",
     "UnsupportedModelError",

@@ -1,0 +1,403 @@
+"""LLaVA-NeXT-Video with AnyRes images, frame-as-tile video, pooling, newline policies and scaled RoPE.
+
+Data flow for a video (DESIGN.md):
+frames (N, 3, 336, 336) -> vision tower -> hidden_states[vision_feature_layer] -> drop CLS
+-> (N, 576, Dv) -> spatial pool before/after the projector -> (N, side*side, D) -> newline policy
+-> scattered into the text embeddings at the ``<video>`` tokens -> language model (linear RoPE).
+
+Module names follow transformers' ``LlavaNextVideoForConditionalGeneration`` (``model.vision_tower``,
+``model.multi_modal_projector``, ``model.image_newline``, ``model.language_model``, ``lm_head``), so a
+llava-hf state dict loads without renaming.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+from transformers.utils.generic import can_return_tuple
+
+from . import rope
+from .configuration import LlavaNextVideoAnyResConfig
+from .errors import PlaceholderMismatchError
+
+
+@dataclass
+class LlavaNextVideoAnyResModelOutput(ModelOutput):
+    """Output of [`LlavaNextVideoAnyResModel`]; visual features are the ones scattered into the prompt."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None  # (image tokens in batch, D)
+    video_hidden_states: torch.FloatTensor | None = None  # (video tokens in batch, D)
+
+
+@dataclass
+class LlavaNextVideoAnyResCausalLMOutput(ModelOutput):
+    """Output of [`LlavaNextVideoAnyResForConditionalGeneration`]."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    image_hidden_states: torch.FloatTensor | None = None
+    video_hidden_states: torch.FloatTensor | None = None
+
+
+class LlavaNextVideoAnyResProjector(nn.Module):
+    """Linear-act-Linear from (concatenated) vision features to the LLM's hidden size."""
+
+    def __init__(self, config: LlavaNextVideoAnyResConfig):
+        super().__init__()
+        layers = config.vision_feature_layer
+        num_layers = 1 if isinstance(layers, int) else len(layers)
+        hidden = config.text_config.hidden_size
+        bias = config.multimodal_projector_bias
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size * num_layers, hidden, bias=bias)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(hidden, hidden, bias=bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(features)))
+
+
+def spatial_pool(features: torch.Tensor, grid: int, stride: int, mode: str) -> torch.Tensor:
+    """Pool each frame's ``grid`` x ``grid`` feature map by ``stride``: (N, grid*grid, D) -> (N, side*side, D).
+
+    ``side = ceil(grid / stride)`` (see [`rope.pooled_grid`]); ``average``/``max`` use windows of
+    ``stride`` (as the original ``avg_pool2d``/``max_pool2d``), ``bilinear`` resizes to ``side``.
+    """
+    n, _, dim = features.shape
+    x = features.view(n, grid, grid, dim).permute(0, 3, 1, 2)  # (N, D, grid, grid)
+    if stride == 1:
+        pooled = x
+    elif mode == "average":
+        pooled = F.avg_pool2d(x, stride, ceil_mode=True)
+    elif mode == "max":
+        pooled = F.max_pool2d(x, stride, ceil_mode=True)
+    elif mode == "bilinear":
+        side = math.ceil(grid / stride)
+        pooled = F.interpolate(x, size=(side, side), mode="bilinear")
+    else:
+        raise ValueError(f"spatial_pool_mode must be average, max or bilinear, got {mode!r}")
+    return pooled.flatten(2).transpose(1, 2)  # (N, side*side, D)
+
+
+def add_frame_newlines(frames: torch.Tensor, newline: torch.Tensor, position: str) -> torch.Tensor:
+    """Per-frame newline layout: (N, side*side, D) -> (N, tokens_per_frame, D).
+
+    ``frame`` appends one newline after each frame, ``grid`` one after each row of each frame;
+    ``no_token``/``one_token`` leave frames as they are (``one_token`` adds its newline per video).
+    """
+    n, tokens, dim = frames.shape
+    if position == "frame":
+        return torch.cat([frames, newline.view(1, 1, dim).expand(n, 1, dim)], dim=1)
+    if position == "grid":
+        side = math.isqrt(tokens)
+        rows = frames.view(n, side, side, dim)
+        rows = torch.cat([rows, newline.view(1, 1, 1, dim).expand(n, side, 1, dim)], dim=2)
+        return rows.reshape(n, side * (side + 1), dim)
+    return frames
+
+
+class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
+    """Weight init and transformers capabilities shared by the model classes."""
+
+    config: LlavaNextVideoAnyResConfig
+    config_class = LlavaNextVideoAnyResConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "video", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = False  # masked_scatter count checks synchronise on purpose
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, LlavaNextVideoAnyResModel):
+            module.image_newline.normal_(mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
+
+
+class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
+    """Vision tower + projector + language model (no LM head)."""
+
+    def __init__(self, config: LlavaNextVideoAnyResConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = LlavaNextVideoAnyResProjector(config)
+        std = 1 / math.sqrt(config.text_config.hidden_size)
+        self.image_newline = nn.Parameter(torch.randn(config.text_config.hidden_size) * std)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    # ---- vision ---------------------------------------------------------------------------
+    @property
+    def _grid(self) -> int:
+        return self.config.vision_config.image_size // self.config.vision_config.patch_size
+
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> features of the selected tower layers (N, L, Dv * num_feature_layers).
+
+        ``L`` is ``grid**2`` plus a leading CLS feature for CLIP towers; callers keep the last
+        ``grid**2`` (the patch grid) except for an image's base view under ``"full"`` selection.
+        """
+        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        layers = self.config.vision_feature_layer
+        if isinstance(layers, int):
+            return out.hidden_states[layers]
+        return torch.cat([out.hidden_states[i] for i in layers], dim=-1)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video frames (N, 3, H, W) -> per-frame tokens (N, tokens_per_frame, D).
+
+        Each frame is encoded independently and yields a fixed token count (pooled grid plus the
+        per-frame newlines of the ``frame``/``grid`` policies), so zero-padded frames are harmless
+        and the shape depends only on N: the property vLLM's encoder CUDA graphs need.
+        """
+        cfg = self.config
+        feats = self.vision_features(frames)[:, -self._grid**2 :]  # (N, grid*grid, Dv): no CLS
+        if cfg.spatial_pool_position == "before_projector":
+            feats = spatial_pool(feats, self._grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
+            feats = self.multi_modal_projector(feats)
+        else:
+            feats = self.multi_modal_projector(feats)
+            feats = spatial_pool(feats, self._grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
+        return add_frame_newlines(feats, self.image_newline.to(feats.dtype), cfg.video_newline_position)
+
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Videos -> one (num_video_tokens(T_i), D) tensor per video, in batch order.
+
+        ``pixel_values_videos``: (B, T_max, 3, H, W) zero-padded over frames with ``video_num_frames``
+        (B,) giving each video's real length (all T_max when omitted), or a list of (T_i, 3, H, W).
+        """
+        if isinstance(pixel_values_videos, (list, tuple)):
+            lengths = [int(v.shape[0]) for v in pixel_values_videos]
+            frames = torch.cat(list(pixel_values_videos), dim=0)
+        else:
+            b, t = pixel_values_videos.shape[:2]
+            lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
+            frames = torch.cat([v[:n] for v, n in zip(pixel_values_videos, lengths, strict=True)], dim=0)
+        per_frame = self.encode_frames(frames)  # (sum T_i, tokens_per_frame, D)
+        videos = []
+        for video in torch.split(per_frame, lengths, dim=0):
+            tokens = video.flatten(0, 1)  # (T_i * tokens_per_frame, D)
+            if self.config.video_newline_position == "one_token":
+                tokens = torch.cat([tokens, self.image_newline.to(tokens.dtype)[None]], dim=0)
+            videos.append(tokens)
+        return videos
+
+    def get_image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> list[torch.Tensor]:
+        """AnyRes images -> one (num_image_tokens(h, w), D) tensor per image (LLaVA-NeXT ``spatial_unpad``).
+
+        ``pixel_values``: (B, P_max, 3, H, W) zero-padded over tiles (base view first), ``image_sizes``: (B, 2).
+        """
+        cfg = self.config
+        size, grid = cfg.vision_config.image_size, self._grid
+        sizes = [(int(h), int(w)) for h, w in image_sizes.tolist()]
+        canvases = [rope.select_best_resolution(hw, cfg.image_grid_pinpoints) for hw in sizes]
+        num_tiles = [(ch // size) * (cw // size) + 1 for ch, cw in canvases]
+        if pixel_values.dim() == 5:
+            pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_tiles, strict=True)], dim=0)
+        feats = self.multi_modal_projector(self.vision_features(pixel_values))  # (sum P_i, L, D)
+        keep_cls = cfg.vision_feature_select_strategy == "full"
+        images = []
+        for tiles, (h, w), (ch, cw) in zip(torch.split(feats, num_tiles, dim=0), sizes, canvases, strict=True):
+            # the base view keeps CLS only under "full"; tiles never do (they form a grid)
+            base, tiles = (tiles[0] if keep_cls else tiles[0, -grid * grid :]), tiles[1:, -grid * grid :]
+            th, tw = ch // size, cw // size
+            dim = tiles.shape[-1]
+            canvas = tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
+            rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
+            top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
+            canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
+            newline = self.image_newline.to(canvas.dtype).view(1, 1, dim).expand(rows, 1, dim)
+            canvas = torch.cat([canvas, newline], dim=1).flatten(0, 1)  # (rows * (cols + 1), D)
+            images.append(torch.cat([base, canvas], dim=0))
+        return images
+
+    # ---- merge ----------------------------------------------------------------------------
+    def _placeholder_mask(self, input_ids: torch.Tensor | None, embeds: torch.Tensor, token_id: int) -> torch.Tensor:
+        if input_ids is not None:
+            return input_ids == token_id
+        ref = self.get_input_embeddings()(torch.tensor(token_id, device=embeds.device))
+        return (embeds == ref).all(-1)
+
+    def _scatter(
+        self, embeds: torch.Tensor, mask: torch.Tensor, features: list[torch.Tensor], kind: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        flat = torch.cat(features, dim=0).to(embeds.device, embeds.dtype)
+        n_tokens = int(mask.sum())
+        if n_tokens != flat.shape[0]:
+            raise PlaceholderMismatchError(
+                f"The prompt has {n_tokens} <{kind}> tokens but the {len(features)} {kind}(s) given produce "
+                f"{flat.shape[0]} features; expand each <{kind}> placeholder with the processor "
+                f"(one placeholder per {kind}, in order)."
+            )
+        return embeds.masked_scatter(mask.unsqueeze(-1).to(embeds.device), flat), flat
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | list[torch.Tensor] | None = None,
+        video_num_frames: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> LlavaNextVideoAnyResModelOutput:
+        """Embed the prompt, scatter image and video features at their placeholders, run the LLM."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        image_feats = video_feats = None
+        if pixel_values is not None and pixel_values.numel() > 0:
+            if image_sizes is None:
+                raise ValueError("pixel_values need image_sizes (one (height, width) per image)")
+            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
+            features = self.get_image_features(pixel_values, image_sizes)
+            inputs_embeds, image_feats = self._scatter(inputs_embeds, mask, features, "image")
+        if pixel_values_videos is not None and len(pixel_values_videos) > 0:
+            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
+            features = self.get_video_features(pixel_values_videos, video_num_frames)
+            inputs_embeds, video_feats = self._scatter(inputs_embeds, mask, features, "video")
+        out = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return LlavaNextVideoAnyResModelOutput(
+            last_hidden_state=out.last_hidden_state,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            image_hidden_states=image_feats,
+            video_hidden_states=video_feats,
+        )
+
+
+class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTrainedModel, GenerationMixin):
+    """LLaVA-NeXT-Video with a language-modeling head: video/image question answering and generation."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: LlavaNextVideoAnyResConfig):
+        super().__init__(config)
+        self.model = LlavaNextVideoAnyResModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def get_video_features(self, *args, **kwargs) -> list[torch.Tensor]:
+        """See [`LlavaNextVideoAnyResModel.get_video_features`]."""
+        return self.model.get_video_features(*args, **kwargs)
+
+    def get_image_features(self, *args, **kwargs) -> list[torch.Tensor]:
+        """See [`LlavaNextVideoAnyResModel.get_image_features`]."""
+        return self.model.get_image_features(*args, **kwargs)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | list[torch.Tensor] | None = None,
+        video_num_frames: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> LlavaNextVideoAnyResCausalLMOutput:
+        """Logits (and the shifted next-token loss when ``labels`` are given; -100 is ignored)."""
+        out = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            image_sizes=image_sizes,
+            pixel_values_videos=pixel_values_videos,
+            video_num_frames=video_num_frames,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = out.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+        return LlavaNextVideoAnyResCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            image_hidden_states=out.image_hidden_states,
+            video_hidden_states=out.video_hidden_states,
+        )
+
+
+def register_auto_classes() -> None:
+    """Register the model classes with transformers' Auto classes (idempotent)."""
+    from transformers import AutoModelForImageTextToText
+
+    AutoModel.register(LlavaNextVideoAnyResConfig, LlavaNextVideoAnyResModel, exist_ok=True)
+    AutoModelForImageTextToText.register(
+        LlavaNextVideoAnyResConfig, LlavaNextVideoAnyResForConditionalGeneration, exist_ok=True
+    )
+
+
+__all__ = [
+    "LlavaNextVideoAnyResForConditionalGeneration",
+    "LlavaNextVideoAnyResModel",
+    "LlavaNextVideoAnyResPreTrainedModel",
+    "register_auto_classes",
+]
