@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 from .modeling import (
     LlavaNextVideoAnyResForConditionalGeneration,
     LlavaNextVideoAnyResModel,
+)
+from .modeling import (
     register_auto_classes as _register_models,
 )
 

@@ -107,7 +107,9 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
                 return
         elif requested == "auto":
             frames = self.max_frames or self.num_frames
-            factor = float(rope.rope_factor(self.num_video_tokens(frames), self.original_max_position_embeddings))
+            factor = float(
+                rope.rope_factor(self.num_video_tokens(frames), self.original_max_position_embeddings)
+            )
         elif isinstance(requested, str):
             raise ValueError(f"rope_scaling_factor must be None, 'auto' or a number >= 1, got {requested!r}")
         else:

@@ -175,7 +175,7 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
         and the shape depends only on N: the property vLLM's encoder CUDA graphs need.
         """
         cfg = self.config
-        feats = self.vision_features(frames)[:, -self._grid**2 :]  # (N, grid*grid, Dv): no CLS
+        feats = self.vision_features(frames)[:, -(self._grid**2) :]  # (N, grid*grid, Dv): no CLS
         if cfg.spatial_pool_position == "before_projector":
             feats = spatial_pool(feats, self._grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
             feats = self.multi_modal_projector(feats)
@@ -185,7 +185,9 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
         return add_frame_newlines(feats, self.image_newline.to(feats.dtype), cfg.video_newline_position)
 
     def get_video_features(
-        self, pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None = None
+        self,
+        pixel_values_videos: torch.Tensor | list[torch.Tensor],
+        video_num_frames: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Videos -> one (num_video_tokens(T_i), D) tensor per video, in batch order.
 
@@ -223,12 +225,16 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
         feats = self.multi_modal_projector(self.vision_features(pixel_values))  # (sum P_i, L, D)
         keep_cls = cfg.vision_feature_select_strategy == "full"
         images = []
-        for tiles, (h, w), (ch, cw) in zip(torch.split(feats, num_tiles, dim=0), sizes, canvases, strict=True):
+        for tiles, (h, w), (ch, cw) in zip(
+            torch.split(feats, num_tiles, dim=0), sizes, canvases, strict=True
+        ):
             # the base view keeps CLS only under "full"; tiles never do (they form a grid)
             base, tiles = (tiles[0] if keep_cls else tiles[0, -grid * grid :]), tiles[1:, -grid * grid :]
             th, tw = ch // size, cw // size
             dim = tiles.shape[-1]
-            canvas = tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
+            canvas = (
+                tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
+            )
             rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
             top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
             canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
@@ -238,7 +244,9 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
         return images
 
     # ---- merge ----------------------------------------------------------------------------
-    def _placeholder_mask(self, input_ids: torch.Tensor | None, embeds: torch.Tensor, token_id: int) -> torch.Tensor:
+    def _placeholder_mask(
+        self, input_ids: torch.Tensor | None, embeds: torch.Tensor, token_id: int
+    ) -> torch.Tensor:
         if input_ids is not None:
             return input_ids == token_id
         ref = self.get_input_embeddings()(torch.tensor(token_id, device=embeds.device))
@@ -373,7 +381,9 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
         logits = self.lm_head(hidden[:, keep, :])
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         return LlavaNextVideoAnyResCausalLMOutput(
             loss=loss,
             logits=logits,

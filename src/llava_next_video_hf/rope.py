@@ -55,7 +55,9 @@ def num_video_tokens(
     raise ValueError(f"video_newline_position must be one of {NEWLINE_POSITIONS}, got {newline_position!r}")
 
 
-def select_best_resolution(original_size: tuple[int, int], possible: Sequence[Sequence[int]]) -> tuple[int, int]:
+def select_best_resolution(
+    original_size: tuple[int, int], possible: Sequence[Sequence[int]]
+) -> tuple[int, int]:
     """LLaVA-NeXT's choice of canvas (height, width) for an image of ``original_size`` (height, width).
 
     Maximises the effective resolution kept after a fit-inside resize, then minimises wasted area.
@@ -104,7 +106,9 @@ def num_image_tokens(
     """
     grid = image_size // patch_size
     best_h, best_w = select_best_resolution((height, width), grid_pinpoints)
-    rows, cols = unpadded_features(height, width, grid * (best_h // image_size), grid * (best_w // image_size))
+    rows, cols = unpadded_features(
+        height, width, grid * (best_h // image_size), grid * (best_w // image_size)
+    )
     base = grid * grid + int(keeps_cls)
     return base + rows * (cols + 1)
 
