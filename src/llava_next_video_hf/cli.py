@@ -1,0 +1,206 @@
+"""``llava-next-video``: answer questions about videos, and convert, publish and fine-tune checkpoints.
+
+Exit codes: 0 ok, 1 failure (a clear message on stderr), 2 usage error (argparse).
+Each subcommand lives next to the code it drives and registers itself through ``add_cli``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import LlavaNextVideoError
+
+# modules that contribute a subcommand through ``add_cli(subparsers)``
+_SUBCOMMAND_MODULES = ("convert", "hub_cards", "train")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="answer a question about a video (and/or images)")
+    p.add_argument("model", help="checkpoint folder (or Hub id when online)")
+    p.add_argument("--video", help="video path, URL or '-' for stdin bytes")
+    p.add_argument("--image", action="append", default=[], help="image path (repeatable)")
+    p.add_argument("--prompt", required=True, help="the question")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--frames", type=int, help="sample N frames uniformly (default: the checkpoint's)")
+    group.add_argument("--fps", type=float, help="sample F frames per second (bounded by --max-frames)")
+    p.add_argument("--max-frames", type=int, help="upper bound on sampled frames")
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.set_defaults(func=_run_generate)
+
+
+def _messages(prompt: str, video: str | None, images: Sequence[str]) -> list[dict]:
+    content: list[dict] = [{"type": "image", "path": path} for path in images]
+    if video is not None:
+        content.append({"type": "video", "path": video})
+    content.append({"type": "text", "text": prompt})
+    return [{"role": "user", "content": content}]
+
+
+def generate(
+    model: str | os.PathLike,
+    prompt: str,
+    *,
+    video: str | None = None,
+    images: Sequence[str] = (),
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    engine: str = "hf",
+    max_new_tokens: int = 64,
+    dtype: str = "float32",
+    stream: bool = False,
+) -> str:
+    """Answer ``prompt`` about ``video``/``images`` with ``model`` through transformers or vLLM.
+
+    With ``stream=True`` (hf engine) tokens are printed to stdout as they are generated.
+    """
+    if video is None and not images:
+        raise LlavaNextVideoError("give a --video or at least one --image to ask about")
+    if engine == "vllm":
+        from .vllm_plugin.offline import generate_one
+
+        return generate_one(
+            str(model),
+            prompt,
+            video=video,
+            images=list(images),
+            num_frames=num_frames,
+            fps=fps,
+            max_frames=max_frames,
+            max_new_tokens=max_new_tokens,
+            dtype=dtype,
+        )
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
+
+    processor = AutoProcessor.from_pretrained(model)
+    net = AutoModelForImageTextToText.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+    frame_kwargs = {k: v for k, v in dict(num_frames=num_frames, fps=fps, max_frames=max_frames).items() if v}
+    inputs = processor.apply_chat_template(
+        _messages(prompt, video, images),
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        **frame_kwargs,
+    )
+    streamer = (
+        TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True) if stream else None
+    )
+    with torch.inference_mode():
+        out = net.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
+    return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    answer = generate(
+        args.model,
+        args.prompt,
+        video=args.video,
+        images=args.image,
+        num_frames=args.frames,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        engine=args.engine,
+        max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype,
+        stream=args.engine == "hf",
+    )
+    if args.engine != "hf":
+        print(answer)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the main job on the embedded tiny checkpoint and a synthetic clip")
+    p.add_argument("--engine", choices=("hf", "vllm", "both"), default="both")
+    p.set_defaults(func=_run_demo)
+
+
+def default_checkpoint() -> Path:
+    """The embedded tiny checkpoint shipped with the package, or a random tiny one made on the spot."""
+    from . import testing
+
+    shipped = Path(__file__).parent / "assets" / "tiny-video-qa"
+    if (shipped / "config.json").is_file():
+        return shipped
+    path = Path(tempfile.gettempdir()) / "llava_next_video_hf-demo" / "tiny-random"
+    if not (path / "config.json").is_file():
+        testing.make_tiny_checkpoint(path)
+    return path
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import testing
+
+    ckpt = default_checkpoint()
+    clip = Path(tempfile.gettempdir()) / "llava_next_video_hf-demo" / "clip.mp4"
+    clip.parent.mkdir(parents=True, exist_ok=True)
+    make_demo_clip = getattr(testing, "make_demo_clip", None)
+    if make_demo_clip is not None:
+        question, expected = make_demo_clip(clip)
+    else:
+        testing.make_video(clip, num_frames=48, fps=24, width=320, height=240)
+        question, expected = "What is happening in this video?", None
+    print(f"checkpoint: {ckpt}\nvideo:      {clip}\nquestion:   {question}")
+    engines = ["hf", "vllm"] if args.engine == "both" else [args.engine]
+    answers = {}
+    for engine in engines:
+        if engine == "vllm" and importlib.util.find_spec("vllm") is None:
+            print("vllm: not installed (pip install 'llava-next-video-hf[vllm]'); skipped")
+            continue
+        print(f"[{engine}] answer: ", end="", flush=True)
+        answers[engine] = generate(ckpt, question, video=str(clip), engine=engine, stream=engine == "hf")
+        if engine != "hf":
+            print(answers[engine])
+        else:
+            print()
+    if expected is not None:
+        print(f"expected:   {expected}")
+    if len(set(answers.values())) > 1:
+        print("warning: the engines disagree", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``llava-next-video`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="llava-next-video", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_generate(sub)
+    _add_demo(sub)
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name and err.name.startswith(__package__):
+                continue  # that part of the package is not built yet
+            raise
+        add_cli = getattr(module, "add_cli", None)
+        if add_cli is not None:
+            add_cli(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LlavaNextVideoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
