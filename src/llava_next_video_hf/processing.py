@@ -1,0 +1,900 @@
+"""Processors of LLaVA-NeXT-Video (AnyRes): images, videos and the text side (token expansion).
+
+Three classes, all usable without torchvision:
+
+* [`LlavaNextVideoAnyResImageProcessor`]: AnyRes images, bit-for-bit transformers' LLaVA-NeXT
+  image processor (PIL backend, the one transformers itself falls back to without torchvision).
+* [`LlavaNextVideoAnyResVideoProcessor`]: frames -> shortest side 336 (bicubic, antialias) ->
+  center crop 336 -> CLIP normalisation, in torch + numpy, with the original frame sampling rules
+  of [`video_io`](video_io.py) (``linspace`` including the last frame, fps with a frame budget).
+* [`LlavaNextVideoAnyResProcessor`]: expands every ``<image>``/``<video>`` placeholder to exactly
+  the number of features the model produces (the arithmetic lives in [`rope`](rope.py) only),
+  refuses prompts longer than the model's context (never truncates) and says what would fit.
+
+Notes on transformers 5.19 machinery (why the classes look the way they do):
+
+* ``BaseVideoProcessor`` inherits ``TorchvisionBackend`` and is marked as requiring torchvision;
+  ``transformers.AutoVideoProcessor`` is a dummy placeholder without torchvision. The real class
+  lives in ``transformers.models.auto.video_processing_auto`` and is what ``ProcessorMixin`` uses
+  to load a ``video_processor`` attribute. Its ``from_pretrained`` reads ``video_processor_type``
+  from ``processor_config.json`` (nested) or ``video_preprocessor_config.json`` and resolves the
+  name through the runtime registry for the requested backend (default key ``"torchvision"``, a
+  plain dict key: no torchvision import happens). So the video processor subclasses the
+  torchvision-free ``VideoProcessorMixin`` (load/save/to_dict/from_dict) and is registered under
+  the ``"torchvision"`` key (and ``"torch"``/``"pil"`` for callers that ask for those).
+* ``ProcessorMixin.check_argument_for_proper_class`` looks up ``transformers.VideoProcessorMixin``,
+  which is not exported, then walks ``transformers.VIDEO_PROCESSOR_MAPPING`` (a dummy without
+  torchvision: AttributeError) and registries whose values are backend dicts (AttributeError
+  ``'dict' object has no attribute '__name__'``): the processor checks its video processor itself.
+* ``ProcessorMixin.apply_chat_template`` does not load videos: it collects the ``video``/``url``/
+  ``path`` values of ``{"type": "video"}`` blocks (and ``image``/``url``/``path``/``base64`` of image
+  blocks), one list per conversation, renders the template and calls ``self(text=..., images=...,
+  videos=..., **processor_kwargs)``. Our ``__call__`` flattens those lists and decodes files with
+  ``video_io.load_video`` (never transformers' torchcodec loader).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    PILImageResampling,
+    SizeDict,
+    load_image,
+)
+from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.processing_utils import ProcessorMixin, VideosKwargs
+from transformers.utils import logging
+from transformers.video_processing_utils import VideoProcessorMixin
+
+from . import rope
+from .errors import ContextLengthError, PlaceholderMismatchError, VideoLoadError
+
+logger = logging.get_logger(__name__)
+
+DEFAULT_IMAGE_SIZE = 336
+DEFAULT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+__all__ = [
+    "LlavaNextVideoAnyResImageProcessor",
+    "LlavaNextVideoAnyResProcessor",
+    "LlavaNextVideoAnyResVideoProcessor",
+    "register_auto_classes",
+]
+
+
+# ============================================================================ images
+
+
+class LlavaNextVideoAnyResImageProcessor(LlavaNextImageProcessorPil):
+    r"""AnyRes image processor: transformers' ``LlavaNextImageProcessorPil`` with 336 px defaults.
+
+    Each image becomes ``1 + tiles`` crops of 336x336 (the resized base view first, then the tiles
+    of the best ``image_grid_pinpoints`` canvas), CLIP-normalised.
+
+    Output: ``pixel_values`` (num_images, max_patches, 3, 336, 336), zero-padded over patches,
+    and ``image_sizes`` (num_images, 2) as (height, width) of the original images.
+    """
+
+    size = {"shortest_edge": DEFAULT_IMAGE_SIZE}
+    crop_size = {"height": DEFAULT_IMAGE_SIZE, "width": DEFAULT_IMAGE_SIZE}
+    image_grid_pinpoints = [list(p) for p in DEFAULT_GRID_PINPOINTS]
+
+
+# ============================================================================ videos
+
+
+class LlavaNextVideoAnyResVideoProcessorKwargs(VideosKwargs, total=False):
+    r"""Video kwargs plus ``max_frames`` (the frame budget) and ``source_fps`` (rate of array inputs)."""
+
+    max_frames: int | None
+    source_fps: float | None
+
+
+_INTERPOLATION = {
+    PILImageResampling.NEAREST: "nearest",
+    PILImageResampling.BILINEAR: "bilinear",
+    PILImageResampling.BICUBIC: "bicubic",
+}
+_ENCODED_TYPES = (str, bytes, bytearray, memoryview, os.PathLike)
+
+
+def _is_encoded(video: Any) -> bool:
+    """Whether ``video`` is something to decode (path, URL, bytes, file object) rather than frames."""
+    return isinstance(video, _ENCODED_TYPES) or hasattr(video, "read")
+
+
+def _is_frame(x: Any) -> bool:
+    return isinstance(x, PIL.Image.Image) or (isinstance(x, (np.ndarray, torch.Tensor)) and x.ndim in (2, 3))
+
+
+def flatten_videos(videos: Any) -> list[Any]:
+    """Flatten any nesting of videos (per prompt, per conversation, ...) into a flat list of videos.
+
+    A video is an encoded source (path/URL/bytes/file object), a 4D array/tensor, a 3D array/tensor
+    or PIL image (a one-frame video), or a list of frames (PIL images or 3D arrays). A 5D
+    array/tensor is a batch of equally long videos. Empty lists contribute nothing.
+    """
+    if videos is None:
+        return []
+    if _is_encoded(videos):
+        return [videos]
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        if videos.ndim == 5:
+            return list(videos)
+        if videos.ndim in (3, 4):
+            return [videos]
+        raise ValueError(f"a video array must have 3, 4 or 5 dimensions, got shape {tuple(videos.shape)}")
+    if isinstance(videos, PIL.Image.Image):
+        return [[videos]]
+    if isinstance(videos, (list, tuple)):
+        if len(videos) > 0 and all(_is_frame(v) for v in videos):
+            return [list(videos)]  # one video given as its frames
+        out: list[Any] = []
+        for item in videos:
+            out.extend(flatten_videos(item))
+        return out
+    raise TypeError(
+        f"unsupported video of type {type(videos).__name__}: expected a path, URL, bytes, file object, "
+        "a (T, H, W, 3) array/tensor or a list of frames"
+    )
+
+
+def _to_clip(video: Any, index: int) -> torch.Tensor:
+    """Frames of an already decoded video as a (T, C=3, H, W) tensor (dtype kept: uint8 or float)."""
+    if isinstance(video, (list, tuple)):
+        frames = []
+        for f in video:
+            if isinstance(f, PIL.Image.Image):
+                frames.append(torch.from_numpy(np.array(f if f.mode == "RGB" else f.convert("RGB"))))
+            else:
+                f = torch.as_tensor(f)
+                frames.append(f[..., None] if f.ndim == 2 else f)
+        if len({tuple(f.shape) for f in frames}) > 1:
+            raise VideoLoadError(f"video {index}: its frames have different shapes")
+        clip = torch.stack(frames)
+    elif isinstance(video, np.ndarray):
+        clip = torch.from_numpy(np.ascontiguousarray(video))
+    else:
+        clip = video
+    if clip.ndim == 3:  # a single frame
+        clip = clip[None]
+    if clip.ndim != 4:
+        raise VideoLoadError(f"video {index}: expected (T, H, W, C) frames, got shape {tuple(clip.shape)}")
+    if clip.shape[0] == 0:
+        raise VideoLoadError(f"video {index}: has no frames")
+    # (T, H, W, C) -> (T, C, H, W); channels-last is what decoders give, so it wins ties.
+    if clip.shape[-1] in (1, 3, 4):
+        clip = clip.permute(0, 3, 1, 2)
+    elif clip.shape[1] not in (1, 3, 4):
+        raise VideoLoadError(f"video {index}: cannot find the channel axis in shape {tuple(clip.shape)}")
+    if clip.shape[1] == 1:
+        clip = clip.expand(-1, 3, -1, -1)
+    elif clip.shape[1] == 4:  # RGBA: drop alpha
+        clip = clip[:, :3]
+    return clip.contiguous()
+
+
+def _resize_output_size(height: int, width: int, size: SizeDict) -> tuple[int, int]:
+    """Output (height, width) of transformers' resize (``get_resize_output_image_size`` semantics)."""
+    if size.shortest_edge:
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size.shortest_edge, int(size.shortest_edge * long / short)
+        return (new_long, new_short) if width <= height else (new_short, new_long)
+    if size.height and size.width:
+        return size.height, size.width
+    raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width', got {size}")
+
+
+class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
+    r"""Torchvision-free video processor of LLaVA-NeXT-Video.
+
+    Per frame: resize the shortest side to ``size["shortest_edge"]`` (bicubic, antialias), center
+    crop ``crop_size``, scale by 1/255 and normalise with ``image_mean``/``image_std``. Resizing
+    follows torchvision's ``resize`` exactly (what transformers' ``LlavaNextVideoVideoProcessor``
+    calls): on CPU a uint8 clip is resized by torch's native uint8 antialiased kernel (which also
+    matches PIL's resampling, the original LLaVA preprocessing), elsewhere in float32 then
+    clamped to [0, 255] and rounded; the whole clip goes through one ``interpolate`` call.
+
+    Frame sampling: encoded videos (paths, URLs, bytes, file objects) are always decoded with
+    ``video_io.load_video`` using ``num_frames`` (uniform ``linspace``, first and last frame
+    included) or ``fps`` (with ``max_frames`` as the budget). Frames given as arrays, tensors or
+    PIL lists are used as given unless the call asks for sampling (``do_sample_frames=True`` or an
+    explicit ``num_frames``/``fps``/``max_frames``).
+
+    Output: ``pixel_values_videos`` (num_videos, T_max, 3, H, W) float32, zero-padded over frames,
+    and ``video_num_frames`` (num_videos,) int64, always.
+    """
+
+    model_input_names = ["pixel_values_videos", "video_num_frames"]
+    valid_kwargs = LlavaNextVideoAnyResVideoProcessorKwargs
+
+    resample = PILImageResampling.BICUBIC
+    image_mean = OPENAI_CLIP_MEAN
+    image_std = OPENAI_CLIP_STD
+    size = {"shortest_edge": DEFAULT_IMAGE_SIZE}
+    default_to_square = False
+    crop_size = {"height": DEFAULT_IMAGE_SIZE, "width": DEFAULT_IMAGE_SIZE}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+    do_sample_frames = False
+    num_frames = 32
+    fps = None
+    max_frames = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._set_attributes(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serializable settings; the frame settings are always written (even when ``None``)."""
+        out = super().to_dict()
+        for key in ("num_frames", "fps", "max_frames"):
+            out[key] = getattr(self, key, None)
+        return out
+
+    # ---------------------------------------------------------------- frame selection
+    def _sampling_args(
+        self, num_frames: int | None, fps: float | None, max_frames: int | None
+    ) -> dict[str, int | float | None]:
+        """The ``num_frames``/``fps``/``max_frames`` to sample with, call values over defaults."""
+        if num_frames is not None and fps is not None:
+            raise ValueError("num_frames and fps are mutually exclusive: pass only one of them")
+        if fps is not None:
+            return {"fps": fps, "max_frames": max_frames if max_frames is not None else self.max_frames}
+        if num_frames is not None:
+            return {"num_frames": num_frames, "max_frames": max_frames}
+        budget = max_frames if max_frames is not None else self.max_frames
+        if self.fps is not None:
+            return {"fps": self.fps, "max_frames": budget}
+        default = self.num_frames if budget is None else min(self.num_frames, budget)
+        return {"num_frames": default, "max_frames": None}
+
+    def load_clips(
+        self,
+        videos: Any,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        do_sample_frames: bool | None = None,
+        source_fps: float | None = None,
+    ) -> list[torch.Tensor]:
+        """Decode/sample every video of ``videos`` (any nesting) into (T, 3, H, W) tensors."""
+        sampling = self._sampling_args(num_frames, fps, max_frames)
+        sample_arrays = bool(do_sample_frames) or any(v is not None for v in (num_frames, fps, max_frames))
+        clips = []
+        for i, video in enumerate(flatten_videos(videos)):
+            if _is_encoded(video):
+                from .video_io import load_video  # lazy: PyAV is only needed for encoded videos
+
+                frames, _ = load_video(video, **sampling)  # (T, H, W, 3) uint8
+                clips.append(_to_clip(frames, i))
+                continue
+            clip = _to_clip(video, i)
+            if sample_arrays:
+                from .video_io import sample_indices
+
+                idx = sample_indices(clip.shape[0], source_fps=source_fps, **sampling)
+                clip = clip[torch.as_tensor(idx, dtype=torch.long)]
+            clips.append(clip)
+        return clips
+
+    # ---------------------------------------------------------------- pixel pipeline
+    @staticmethod
+    def _resize(clip: torch.Tensor, out_hw: tuple[int, int], resample: Any) -> torch.Tensor:
+        """torchvision ``resize`` semantics for a (T, C, H, W) clip, in one ``interpolate`` call."""
+        if tuple(clip.shape[-2:]) == tuple(out_hw):
+            return clip
+        mode = _INTERPOLATION.get(PILImageResampling(resample), None) if resample is not None else "bilinear"
+        if mode is None:
+            raise ValueError(f"unsupported resample {resample!r}: use BICUBIC, BILINEAR or NEAREST")
+        kwargs: dict[str, Any] = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+        native = clip.dtype == torch.uint8 and (
+            mode == "nearest"
+            or (
+                clip.device.type == "cpu"
+                and (mode == "bicubic" or "AVX2" in torch.backends.cpu.get_cpu_capability())
+            )
+        )
+        if native or clip.is_floating_point():
+            return F.interpolate(clip, size=list(out_hw), mode=mode, **kwargs)
+        out = F.interpolate(clip.float(), size=list(out_hw), mode=mode, **kwargs)
+        if mode == "bicubic":
+            out = out.clamp_(0, 255)
+        return out.round_().to(clip.dtype)
+
+    @staticmethod
+    def _center_crop(clip: torch.Tensor, crop: SizeDict) -> torch.Tensor:
+        """Center crop (zero-padding first when the clip is smaller), as transformers does."""
+        h, w = clip.shape[-2:]
+        ch, cw = crop.height, crop.width
+        if ch > h or cw > w:
+            pad_l, pad_t = max(cw - w, 0) // 2, max(ch - h, 0) // 2
+            pad_r, pad_b = (max(cw - w, 0) + 1) // 2, (max(ch - h, 0) + 1) // 2
+            clip = F.pad(clip, (pad_l, pad_r, pad_t, pad_b), value=0)
+            h, w = clip.shape[-2:]
+        top, left = int((h - ch) / 2.0), int((w - cw) / 2.0)
+        return clip[..., top : top + ch, left : left + cw]
+
+    def _pixels(self, clip: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
+        """(T, 3, H, W) uint8/float frames -> (T, 3, crop_h, crop_w) float32 model input."""
+        if options["do_resize"]:
+            size = options["size"]
+            out_hw = _resize_output_size(int(clip.shape[-2]), int(clip.shape[-1]), size)
+            clip = self._resize(clip, out_hw, options["resample"])
+        if options["do_center_crop"]:
+            clip = self._center_crop(clip, options["crop_size"])
+        x = clip.to(torch.float32)
+        rescale, factor = options["do_rescale"], options["rescale_factor"]
+        if options["do_normalize"]:
+            # Fused rescale + normalise, exactly as transformers' TorchvisionBackend: (x - 255 m) / (255 s)
+            mean = torch.tensor(options["image_mean"], device=x.device)
+            std = torch.tensor(options["image_std"], device=x.device)
+            if rescale:
+                mean, std = mean * (1.0 / factor), std * (1.0 / factor)
+            x = x.sub(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+        elif rescale:
+            x = x * factor
+        return x
+
+    def preprocess(  # type: ignore[override]
+        self,
+        videos: Any,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        do_sample_frames: bool | None = None,
+        source_fps: float | None = None,
+        return_tensors: str | None = "pt",
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Decode/sample and preprocess a video or a batch of videos.
+
+        Args:
+            videos: a path/URL/bytes/file object, a (T, H, W, 3) array/tensor, a list of frames, or
+                any (nested) list of those.
+            num_frames / fps / max_frames: frame sampling (see the class docstring).
+            do_sample_frames: also sample frames given as arrays with the default settings.
+            source_fps: frame rate of array inputs, needed for ``fps`` sampling of arrays.
+            return_tensors: ``"pt"`` (default) or ``"np"``.
+            device: where to run the pixel pipeline (``None``: where the frames are).
+            kwargs: per-call overrides of the settings (``size``, ``crop_size``, ``image_mean``, ...).
+
+        Returns:
+            ``pixel_values_videos`` (num_videos, T_max, 3, H, W) float32 zero-padded over frames,
+            ``video_num_frames`` (num_videos,) int64.
+        """
+        options: dict[str, Any] = {}
+        for key in (
+            "do_resize", "size", "resample", "do_center_crop", "crop_size", "do_rescale",
+            "rescale_factor", "do_normalize", "image_mean", "image_std",
+        ):  # fmt: skip
+            value = kwargs.pop(key, None)
+            options[key] = value if value is not None else getattr(self, key)
+        options = self._standardize_kwargs(default_to_square=self.default_to_square, **options)
+        ignored = set(kwargs) - set(self.valid_kwargs.__annotations__)
+        if ignored:
+            logger.warning_once(f"{type(self).__name__} ignores unknown arguments {sorted(ignored)}")
+
+        clips = self.load_clips(
+            videos,
+            num_frames=num_frames,
+            fps=fps,
+            max_frames=max_frames,
+            do_sample_frames=do_sample_frames,
+            source_fps=source_fps,
+        )
+        if not clips:
+            raise VideoLoadError("no video was given")
+        processed = [self._pixels(clip.to(device) if device is not None else clip, options) for clip in clips]
+        lengths = [int(p.shape[0]) for p in processed]
+        t_max = max(lengths)
+        # (num_videos, T_max, 3, H, W), zeros after each video's last frame
+        batch = processed[0].new_zeros((len(processed), t_max, *processed[0].shape[1:]))
+        for i, p in enumerate(processed):
+            batch[i, : p.shape[0]] = p
+        data = {"pixel_values_videos": batch, "video_num_frames": torch.tensor(lengths, dtype=torch.int64)}
+        if return_tensors == "np":
+            data = {k: v.cpu().numpy() for k, v in data.items()}
+        return BatchFeature(data=data)
+
+    def __call__(self, videos: Any, **kwargs: Any) -> BatchFeature:
+        return self.preprocess(videos, **kwargs)
+
+
+# ============================================================================ the processor
+
+_TEXT_KWARGS = {
+    "add_special_tokens", "return_attention_mask", "return_offsets_mapping", "return_token_type_ids",
+    "pad_to_multiple_of", "max_length", "return_length", "verbose", "padding_side",
+}  # fmt: skip
+_IGNORED_KWARGS = {"return_metadata", "video_metadata", "do_convert_rgb", "input_data_format", "data_format"}
+
+
+def _is_text(x: Any) -> bool:
+    return isinstance(x, str) or (isinstance(x, (list, tuple)) and all(isinstance(t, str) for t in x))
+
+
+def flatten_images(images: Any) -> list[Any]:
+    """Flatten any nesting of images into a flat list (paths, URLs and base64 strings are loaded)."""
+    if images is None:
+        return []
+    if isinstance(images, (str, os.PathLike)):
+        return [load_image(str(images))]
+    if isinstance(images, PIL.Image.Image):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if images.ndim in (2, 3):
+            return [images]
+        if images.ndim == 4:
+            return list(images)
+        raise ValueError(f"an image array must have 2, 3 or 4 dimensions, got shape {tuple(images.shape)}")
+    if isinstance(images, (list, tuple)):
+        out: list[Any] = []
+        for item in images:
+            out.extend(flatten_images(item))
+        return out
+    raise TypeError(f"unsupported image of type {type(images).__name__}")
+
+
+class LlavaNextVideoAnyResProcessor(ProcessorMixin):
+    r"""Processor of LLaVA-NeXT-Video (AnyRes): image processor + video processor + tokenizer.
+
+    Every ``<image>`` placeholder becomes ``rope.num_image_tokens(h, w, ...)`` tokens and every
+    ``<video>`` ``rope.num_video_tokens(T, ...)`` tokens, in order of appearance across the batch.
+
+    Args:
+        image_processor: [`LlavaNextVideoAnyResImageProcessor`].
+        video_processor: [`LlavaNextVideoAnyResVideoProcessor`].
+        tokenizer: the language model's tokenizer (must know ``image_token`` and ``video_token``).
+        chat_template: Jinja chat template (defaults to the tokenizer's).
+        patch_size: the vision tower's patch size (14 for CLIP-L/14-336).
+        vision_feature_select_strategy: ``"default"`` drops the CLS feature, ``"full"`` keeps it.
+        num_additional_image_tokens: features the tower adds before the patches (1 for CLIP's CLS,
+            0 for SigLIP); an image counts it only with strategy ``"full"``.
+        spatial_pool_stride / video_newline_position: the video token layout (see ``rope``).
+        context_length: positions the model can use at its RoPE factor (``None``: no length check).
+        original_context_length: the context the LLM was trained with (defaults to ``context_length``).
+        image_token / video_token: the placeholder strings.
+    """
+
+    def __init__(
+        self,
+        image_processor: LlavaNextVideoAnyResImageProcessor | None = None,
+        video_processor: LlavaNextVideoAnyResVideoProcessor | None = None,
+        tokenizer: Any = None,
+        chat_template: str | None = None,
+        patch_size: int = 14,
+        vision_feature_select_strategy: str = "default",
+        num_additional_image_tokens: int = 1,
+        spatial_pool_stride: int = 2,
+        video_newline_position: str = "no_token",
+        context_length: int | None = None,
+        original_context_length: int | None = None,
+        image_token: str = "<image>",
+        video_token: str = "<video>",
+        **kwargs: Any,
+    ) -> None:
+        if vision_feature_select_strategy not in ("default", "full"):
+            raise ValueError(
+                f"vision_feature_select_strategy must be 'default' or 'full', got {vision_feature_select_strategy!r}"
+            )
+        if num_additional_image_tokens not in (0, 1):
+            raise ValueError(f"num_additional_image_tokens must be 0 or 1, got {num_additional_image_tokens}")
+        if video_newline_position not in rope.NEWLINE_POSITIONS:
+            raise ValueError(
+                f"video_newline_position must be one of {rope.NEWLINE_POSITIONS}, got {video_newline_position!r}"
+            )
+        self.patch_size = int(patch_size)
+        self.vision_feature_select_strategy = vision_feature_select_strategy
+        self.num_additional_image_tokens = int(num_additional_image_tokens)
+        self.spatial_pool_stride = int(spatial_pool_stride)
+        self.video_newline_position = video_newline_position
+        self.context_length = None if context_length is None else int(context_length)
+        self.original_context_length = (
+            self.context_length if original_context_length is None else int(original_context_length)
+        )
+        self.image_token = image_token
+        self.video_token = video_token
+        if chat_template is None and tokenizer is not None:
+            chat_template = getattr(tokenizer, "chat_template", None)
+        super().__init__(image_processor, video_processor, tokenizer, chat_template=chat_template)
+        self.image_token_id = self._token_id(image_token)
+        self.video_token_id = self._token_id(video_token)
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or (
+            token_id == self.tokenizer.unk_token_id and token != self.tokenizer.unk_token
+        ):
+            raise ValueError(f"the tokenizer has no {token!r} token; add it as a special token first")
+        return int(token_id)
+
+    def check_argument_for_proper_class(self, argument_name: str, argument: Any) -> Any:
+        # transformers looks for `transformers.VideoProcessorMixin` (not exported), then walks a dummy
+        # VIDEO_PROCESSOR_MAPPING and dict-valued registries: both raise. Check the class here.
+        if argument_name == "video_processor":
+            if not isinstance(argument, VideoProcessorMixin):
+                raise TypeError(
+                    f"video_processor must be a VideoProcessorMixin, got {type(argument).__name__}"
+                )
+            return VideoProcessorMixin
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_model_config(cls, config: Any, tokenizer: Any, **kwargs: Any) -> LlavaNextVideoAnyResProcessor:
+        """The processor matching a [`LlavaNextVideoAnyResConfig`]: tiles, frames, token layout, context.
+
+        ``kwargs`` may override ``num_frames``/``fps``/``max_frames`` (video processor) and any
+        argument of ``__init__`` (e.g. ``chat_template``).
+        """
+        vision = config.vision_config
+        image_size = int(vision.image_size)
+        siglip = "siglip" in getattr(vision, "model_type", "")
+        mean, std = (SIGLIP_MEAN, SIGLIP_STD) if siglip else (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        pixels = {
+            "size": {"shortest_edge": image_size},
+            "crop_size": {"height": image_size, "width": image_size},
+            "image_mean": list(mean),
+            "image_std": list(std),
+        }
+        image_processor = LlavaNextVideoAnyResImageProcessor(
+            image_grid_pinpoints=[list(p) for p in config.image_grid_pinpoints], **pixels
+        )
+        frames = {
+            "num_frames": kwargs.pop("num_frames", config.num_frames),
+            "fps": kwargs.pop("fps", None),
+            "max_frames": kwargs.pop("max_frames", config.max_frames),
+        }
+        video_processor = LlavaNextVideoAnyResVideoProcessor(**pixels, **frames)
+
+        def token(token_id: int, default: str) -> str:
+            name = tokenizer.convert_ids_to_tokens(int(token_id)) if token_id is not None else None
+            return name if isinstance(name, str) else default
+
+        settings = {
+            "patch_size": int(vision.patch_size),
+            "vision_feature_select_strategy": config.vision_feature_select_strategy,
+            "num_additional_image_tokens": int(config.vision_has_cls),
+            "spatial_pool_stride": int(config.spatial_pool_stride),
+            "video_newline_position": config.video_newline_position,
+            "context_length": int(config.context_length),
+            "original_context_length": int(config.original_max_position_embeddings or config.context_length),
+            "image_token": token(config.image_token_id, "<image>"),
+            "video_token": token(config.video_token_id, "<video>"),
+        }
+        settings.update(kwargs)
+        return cls(image_processor, video_processor, tokenizer, **settings)
+
+    # ---------------------------------------------------------------- token math (via rope.py)
+    def video_token_kwargs(self) -> dict[str, Any]:
+        """The arguments of ``rope.num_video_tokens`` this processor implies."""
+        return {
+            "image_size": int(self.video_processor.crop_size.height),
+            "patch_size": self.patch_size,
+            "stride": self.spatial_pool_stride,
+            "newline_position": self.video_newline_position,
+        }
+
+    def num_video_tokens(self, num_frames: int) -> int:
+        """``<video>`` tokens of a clip of ``num_frames`` frames."""
+        return rope.num_video_tokens(int(num_frames), **self.video_token_kwargs())
+
+    def num_image_tokens(self, height: int, width: int) -> int:
+        """``<image>`` tokens of an image of ``height`` x ``width`` pixels."""
+        return rope.num_image_tokens(
+            int(height),
+            int(width),
+            image_size=int(self.image_processor.crop_size.height),
+            patch_size=self.patch_size,
+            grid_pinpoints=self.image_processor.image_grid_pinpoints,
+            keeps_cls=self.vision_feature_select_strategy == "full" and self.num_additional_image_tokens > 0,
+        )
+
+    def _get_num_multimodal_tokens(
+        self,
+        image_sizes: Sequence[Sequence[int]] | None = None,
+        video_num_frames: Sequence[int] | None = None,
+        **_: Any,
+    ) -> Any:
+        """Placeholder counts per item without processing pixels (the transformers/vLLM helper)."""
+        from transformers.processing_utils import MultiModalData
+
+        data: dict[str, Any] = {}
+        if image_sizes is not None:
+            data["num_image_tokens"] = [self.num_image_tokens(h, w) for h, w in image_sizes]
+            data["num_image_patches"] = [1] * len(image_sizes)
+        if video_num_frames is not None:
+            data["num_video_tokens"] = [self.num_video_tokens(t) for t in video_num_frames]
+        return MultiModalData(**data)
+
+    # ---------------------------------------------------------------- call
+    def __call__(  # type: ignore[override]
+        self,
+        text: str | list[str] | None = None,
+        images: Any = None,
+        videos: Any = None,
+        audio: Any = None,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        return_tensors: str | None = "pt",
+        padding: bool | str = True,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Tokenize prompts and process their media, expanding each placeholder to its token count.
+
+        Args:
+            text: a prompt or a list of prompts with ``<image>``/``<video>`` placeholders.
+            images: images (PIL, arrays, paths/URLs) in any nesting, in placeholder order.
+            videos: videos (paths/URLs/bytes, (T, H, W, 3) arrays/tensors, lists of frames) in any
+                nesting, in placeholder order.
+            num_frames / fps / max_frames: frame sampling for this call (see the video processor).
+            return_tensors: ``"pt"`` (default), ``"np"`` or ``None`` (lists for the text side).
+            padding: tokenizer padding (``True``: to the longest prompt, on ``padding_side``).
+            kwargs: ``padding_side`` (``"left"``/``"right"``), ``add_special_tokens``,
+                ``return_offsets_mapping``, ``return_mm_token_type_ids``, ``do_sample_frames``,
+                ``source_fps``, image/video processor overrides, ``images_kwargs``/``videos_kwargs``/
+                ``text_kwargs`` dicts.
+
+        Returns:
+            ``input_ids``, ``attention_mask`` (with text), ``pixel_values`` + ``image_sizes`` (with
+            images), ``pixel_values_videos`` + ``video_num_frames`` (with videos).
+
+        Raises:
+            PlaceholderMismatchError: the placeholders and the media given differ in number.
+            ContextLengthError: a prompt (after expansion) is longer than ``context_length``.
+        """
+        if audio is not None:
+            raise ValueError(f"{type(self).__name__} does not take audio")
+        if text is not None and not _is_text(text) and (images is None or _is_text(images)):
+            text, images = images, text  # images passed first, positionally (transformers' order)
+        if kwargs.pop("truncation", None) not in (None, False):
+            raise ValueError(
+                "truncation is not supported: it would cut visual tokens; shorten the prompt instead"
+            )
+        text_kwargs, images_kwargs, videos_kwargs = self._split_kwargs(kwargs)
+        return_replacement_offsets = text_kwargs.pop("return_text_replacement_offsets", False)
+        return_mm_token_type_ids = text_kwargs.pop("return_mm_token_type_ids", False)
+
+        data: dict[str, Any] = {}
+        image_list = flatten_images(images)
+        image_replacements: list[str] = []
+        image_token_counts: list[int] = []
+        if image_list:
+            out = self.image_processor(image_list, return_tensors=return_tensors, **images_kwargs)
+            data.update(out)
+            sizes = out["image_sizes"]
+            sizes = sizes.tolist() if hasattr(sizes, "tolist") else [list(s) for s in sizes]
+            image_token_counts = [self.num_image_tokens(h, w) for h, w in sizes]
+            image_replacements = [self.image_token * n for n in image_token_counts]
+
+        video_frames: list[int] = []
+        video_replacements: list[str] = []
+        if videos is not None and flatten_videos(videos):
+            out = self.video_processor(
+                videos,
+                num_frames=num_frames,
+                fps=fps,
+                max_frames=max_frames,
+                return_tensors="np" if return_tensors == "np" else "pt",
+                **videos_kwargs,
+            )
+            data.update(out)
+            video_frames = [int(t) for t in out["video_num_frames"].tolist()]
+            video_replacements = [self.video_token * self.num_video_tokens(t) for t in video_frames]
+
+        if text is None:
+            return BatchFeature(data=data, tensor_type=return_tensors)
+        prompts = [text] if isinstance(text, str) else list(text)
+        image_counts = [p.count(self.image_token) for p in prompts]
+        video_counts = [p.count(self.video_token) for p in prompts]
+        for name, counts, given in (
+            ("image", image_counts, len(image_replacements)),
+            ("video", video_counts, len(video_replacements)),
+        ):
+            if sum(counts) != given:
+                token = self.image_token if name == "image" else self.video_token
+                raise PlaceholderMismatchError(
+                    f"the text has {sum(counts)} {token} placeholder(s) (per prompt: {counts}) but {given} "
+                    f"{name}(s) were given; use exactly one {token} per {name}, in order"
+                )
+
+        expanded, offsets = self.get_text_with_replacements(prompts, image_replacements, video_replacements)
+        keep_mask = text_kwargs.pop("return_attention_mask", True)
+        encoded = self.tokenizer(
+            expanded,
+            padding=padding,
+            truncation=False,
+            return_tensors=None,
+            return_attention_mask=True,
+            **text_kwargs,
+        )
+        self._check_lengths(encoded, image_counts, video_counts, image_token_counts, video_frames)
+        if not keep_mask:
+            del encoded["attention_mask"]
+        if return_mm_token_type_ids:
+            encoded["mm_token_type_ids"] = self.create_mm_token_type_ids(encoded["input_ids"])
+        data = {**encoded, **data}
+        if return_replacement_offsets:
+            data["text_replacement_offsets"] = offsets
+        if isinstance(text, str) and return_tensors is None:
+            data = {k: v[0] if k in encoded else v for k, v in data.items()}
+        return BatchFeature(
+            data=data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion
+        )
+
+    def _split_kwargs(self, kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
+        """Route flat and per-modality kwargs to the tokenizer, the image and the video processor."""
+        text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
+        images_kwargs = dict(kwargs.pop("images_kwargs", None) or {})
+        videos_kwargs = dict(kwargs.pop("videos_kwargs", None) or {})
+        kwargs.pop("common_kwargs", None)
+        image_keys = set(self.image_processor.valid_kwargs.__annotations__) - {"return_tensors"}
+        video_keys = set(self.video_processor.valid_kwargs.__annotations__) - {"return_tensors"}
+        for key, value in kwargs.items():
+            used = False
+            if key in _TEXT_KWARGS or key in ("return_text_replacement_offsets", "return_mm_token_type_ids"):
+                text_kwargs[key] = value
+                used = True
+            if key in image_keys and key not in _IGNORED_KWARGS:
+                images_kwargs[key] = value
+                used = True
+            if key in video_keys and key not in _IGNORED_KWARGS:
+                videos_kwargs[key] = value
+                used = True
+            if not used and key not in _IGNORED_KWARGS:
+                logger.warning_once(f"{type(self).__name__} ignores the argument {key!r}")
+        for key in _IGNORED_KWARGS:
+            videos_kwargs.pop(key, None)
+            images_kwargs.pop(key, None)
+        return text_kwargs, images_kwargs, videos_kwargs
+
+    def _check_lengths(
+        self,
+        encoded: Any,
+        image_counts: list[int],
+        video_counts: list[int],
+        image_tokens: list[int],
+        video_frames: list[int],
+    ) -> None:
+        """Check the placeholder expansion survived tokenization and every prompt fits the context."""
+        first_image = first_video = 0
+        for i, ids in enumerate(encoded["input_ids"]):
+            length = int(sum(encoded["attention_mask"][i]))
+            frames = video_frames[first_video : first_video + video_counts[i]]
+            n_video = sum(self.num_video_tokens(t) for t in frames)
+            n_image = sum(image_tokens[first_image : first_image + image_counts[i]])
+            first_image += image_counts[i]
+            first_video += video_counts[i]
+            ids_list = list(ids)
+            if (
+                ids_list.count(self.video_token_id) != n_video
+                or ids_list.count(self.image_token_id) != n_image
+            ):
+                raise ValueError(
+                    f"prompt {i}: the tokenizer did not keep {self.image_token!r}/{self.video_token!r} as single "
+                    "tokens; add them as special tokens"
+                )
+            if self.context_length is not None and length > self.context_length:
+                raise ContextLengthError(self._length_message(i, length, n_video, n_image, frames))
+
+    def _length_message(self, index: int, length: int, n_video: int, n_image: int, frames: list[int]) -> str:
+        """What overflowed, what would fit, and how to make it fit (frames or RoPE factor)."""
+        ctx, orig = self.context_length, self.original_context_length or self.context_length
+        assert ctx is not None
+        factor = rope.rope_factor(length, orig, text_budget=0)  # = ceil(length / orig) when >= 2
+        current = ctx / orig
+        head = (
+            f"prompt {index} is {length} tokens long ({n_video} video tokens for {sum(frames)} frames, "
+            f"{n_image} image tokens, {length - n_video - n_image} text tokens) but the model's context is "
+            f"{ctx} positions ({orig} trained positions x linear RoPE factor {current:g}); nothing was truncated."
+        )
+        fixes = []
+        if frames:
+            other = length - n_video
+            kw = self.video_token_kwargs()
+            if len(frames) == 1:
+                fit = rope.max_frames_that_fit(ctx, other, **kw)
+            else:
+                fit = 0
+                while other + len(frames) * rope.num_video_tokens(fit + 1, **kw) <= ctx:
+                    fit += 1
+            per = "" if len(frames) == 1 else f" per video ({len(frames)} videos)"
+            if fit > 0:
+                fixes.append(
+                    f"sample at most {fit} frames{per} (num_frames={fit} or max_frames={fit} in the processor call)"
+                )
+            else:
+                fixes.append("even 1 frame does not fit: shorten the text or use fewer images/videos")
+        fix_rope = (
+            f"load the model with a linear RoPE factor of at least {factor} = ceil({length} / {orig}): "
+            f"`from_pretrained(..., rope_scaling_factor={factor})`"
+        )
+        if frames:
+            fix_rope += f" or `from_pretrained(..., max_frames={max(frames)}, rope_scaling_factor='auto')`"
+        fix_rope += ", and build the processor from that config"
+        fixes.append(fix_rope)
+        return head + " To fit it: " + "; or ".join(fixes) + "."
+
+    # ---------------------------------------------------------------- chat template
+    def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:
+        """transformers' ``apply_chat_template``; ``num_frames``/``fps``/``max_frames``/``padding_side``
+        may be passed directly (they go to ``__call__``, where videos are decoded by ``video_io``)."""
+        processor_kwargs = dict(kwargs.pop("processor_kwargs", None) or {})
+        for key in (
+            "num_frames",
+            "fps",
+            "max_frames",
+            "do_sample_frames",
+            "padding",
+            "padding_side",
+            "source_fps",
+        ):
+            if key in kwargs:
+                processor_kwargs[key] = kwargs.pop(key)
+        return super().apply_chat_template(
+            conversation, chat_template=chat_template, processor_kwargs=processor_kwargs, **kwargs
+        )
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [
+            "input_ids",
+            "attention_mask",
+            "pixel_values",
+            "image_sizes",
+            "pixel_values_videos",
+            "video_num_frames",
+        ]
+
+
+# ============================================================================ registration
+
+
+def register_auto_classes() -> None:
+    """Register the three classes with ``AutoImageProcessor``/``AutoVideoProcessor``/``AutoProcessor``.
+
+    Idempotent, needs no torchvision. ``AutoVideoProcessor`` is taken from its module: the name
+    exported by ``transformers`` is a dummy without torchvision. The image and video processors are
+    registered under every backend key (``torchvision`` is the default key asked for by
+    ``AutoVideoProcessor``, ``pil`` the one ``AutoImageProcessor`` picks without torchvision).
+    """
+    from transformers import AutoConfig, AutoImageProcessor, AutoProcessor
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
+    from .configuration import LlavaNextVideoAnyResConfig
+
+    AutoConfig.register(LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True)
+    image = LlavaNextVideoAnyResImageProcessor
+    video = LlavaNextVideoAnyResVideoProcessor
+    AutoImageProcessor.register(
+        LlavaNextVideoAnyResConfig,
+        image_processor_classes={"pil": image, "torchvision": image},
+        exist_ok=True,
+    )
+    AutoVideoProcessor.register(
+        LlavaNextVideoAnyResConfig,
+        video_processor_classes={"torchvision": video, "torch": video, "pil": video},
+        exist_ok=True,
+    )
+    AutoProcessor.register(LlavaNextVideoAnyResConfig, LlavaNextVideoAnyResProcessor, exist_ok=True)
