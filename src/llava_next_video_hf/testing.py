@@ -181,3 +181,168 @@ def __getattr__(name: str) -> Any:  # synthetic videos live in their own module;
 
         return getattr(synthetic, name)
     raise AttributeError(name)
+
+
+# ---- original (lmms-lab) LLaVA-NeXT checkpoints, for the conversion tests ---------------------
+
+#: ``mm_vision_tower`` of the tiny original-layout checkpoints: a name no converter knows, so the vision
+#: config has to be inferred from the tensor shapes (as for any tower that is not CLIP-L/14).
+LMMS_LAB_VISION_TOWER = "llava-next-video-hf/tiny-clip-vit-336"
+
+_LMMS_LAB_TEXT = {  # base LLM -> (architecture, model_type) of the original LLaVA classes
+    "llama": ("LlavaLlamaForCausalLM", "llava_llama"),
+    "mistral": ("LlavaMistralForCausalLM", "llava_mistral"),
+    "qwen2": ("LlavaQwenForCausalLM", "llava_qwen"),
+}
+
+_TO_LMMS_LAB = [  # our (llava-hf) parameter names -> the original LLaVA-NeXT names
+    ("model.vision_tower.", "model.vision_tower.vision_tower.vision_model."),
+    ("model.multi_modal_projector.linear_1.", "model.mm_projector.0."),
+    ("model.multi_modal_projector.linear_2.", "model.mm_projector.2."),
+    ("model.language_model.", "model."),
+]
+
+
+def make_plain_tokenizer(vocab_size: int = 512, extra_tokens: tuple[str, ...] = ()) -> Any:
+    """[`make_tokenizer`]'s byte-level BPE without ``<image>``/``<video>``: an LLM's own tokenizer.
+
+    The original LLaVA code splices visual features in at the id -200 and never adds a placeholder
+    token. ``extra_tokens`` are appended as special tokens (``("<image>",)`` gives a LLaVA-NeXT
+    image tokenizer, which has ``<image>`` but no ``<video>``). Ids 0..3 are ``<unk> <s> </s> <pad>``.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS[:4],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_tokens])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    named = {"image_token": "<image>"} if "<image>" in extra_tokens else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        extra_special_tokens=named,
+    )
+
+
+def lmms_lab_name(name: str) -> str:
+    """Our (llava-hf) parameter name -> its name in an original (lmms-lab) LLaVA-NeXT checkpoint."""
+    for ours, theirs in _TO_LMMS_LAB:
+        if name.startswith(ours):
+            return theirs + name[len(ours) :]
+    return name  # lm_head.*, model.image_newline
+
+
+def make_lmms_lab_checkpoint(
+    path: str | os.PathLike,
+    seed: int = 0,
+    *,
+    text_model: str = "llama",
+    num_shards: int = 2,
+    **config_overrides: Any,
+) -> Path:
+    """Write a tiny checkpoint in the original LLaVA-NeXT(-Video) layout (as lmms-lab publishes them).
+
+    ``model-0000i-of-0000n.safetensors`` + index with the original names
+    (``model.vision_tower.vision_tower.vision_model.*``, ``model.mm_projector.0/2.*``,
+    ``model.image_newline``, ``model.layers.*``, ``lm_head.*``), a ``config.json`` of a
+    ``Llava{Llama,Mistral,Qwen}ForCausalLM`` with the ``mm_*`` settings of the 2024 video release
+    (spatial_pool resampler, stride 2, average; ``config_overrides`` are merged in, ``None`` deletes a
+    key) and the LLM's plain tokenizer (no ``<image>``/``<video>``). The vision tower is the tiny
+    CLIP with one 64-wide head (CLIP's head size), named [`LMMS_LAB_VISION_TOWER`].
+    Deterministic given ``seed``; the weights equal ``make_lmms_lab_model(seed, text_model)``'s.
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = make_plain_tokenizer()
+    model = make_lmms_lab_model(seed, text_model, tokenizer)
+    state = {lmms_lab_name(k): v.contiguous() for k, v in model.state_dict().items()}
+    names = sorted(state)
+    chunks = [names[i::num_shards] for i in range(num_shards)]
+    weight_map = {}
+    for i, chunk in enumerate(chunks, start=1):
+        file = f"model-{i:05d}-of-{num_shards:05d}.safetensors"
+        save_file({k: state[k] for k in chunk}, str(path / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(chunk, file))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+    config = lmms_lab_config(model.config, text_model)
+    for key, value in config_overrides.items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
+    (path / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def make_lmms_lab_model(seed: int = 0, text_model: str = "llama", tokenizer: Any | None = None) -> Any:
+    """The tiny model behind [`make_lmms_lab_checkpoint`] (our class; token ids are placeholders)."""
+    from .configuration import LlavaNextVideoAnyResConfig
+    from .modeling import LlavaNextVideoAnyResForConditionalGeneration
+
+    tokenizer = tokenizer or make_plain_tokenizer()
+    config = LlavaNextVideoAnyResConfig(
+        vision_config=tiny_vision_config(num_attention_heads=1),
+        text_config=tiny_text_config(len(tokenizer), model_type=text_model),
+        image_token_id=0,
+        video_token_id=0,
+    )
+    _seeded(seed)
+    return LlavaNextVideoAnyResForConditionalGeneration(config).eval()
+
+
+def lmms_lab_config(config: Any, text_model: str = "llama") -> dict:
+    """The ``config.json`` an original LLaVA-NeXT-Video checkpoint of ``config``'s shapes would have."""
+    architecture, model_type = _LMMS_LAB_TEXT[text_model]
+    text = config.text_config.to_dict()
+    rope = text.pop("rope_parameters", None) or {}
+    for key in ("model_type", "architectures", "dtype", "transformers_version", "_name_or_path"):
+        text.pop(key, None)
+    text.update(
+        architectures=[architecture],
+        model_type=model_type,
+        rope_theta=rope.get("rope_theta", 10000.0),
+        rope_scaling=None,
+        torch_dtype="float32",
+        transformers_version="4.40.0.dev0",
+        mm_vision_tower=LMMS_LAB_VISION_TOWER,
+        mm_hidden_size=config.vision_config.hidden_size,
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_select_layer=config.vision_feature_layer,
+        mm_vision_select_feature="patch",
+        mm_patch_merge_type="spatial_unpad",
+        mm_use_im_start_end=False,
+        mm_use_im_patch_token=False,
+        use_mm_proj=True,
+        image_aspect_ratio="anyres",
+        image_grid_pinpoints=[list(p) for p in config.image_grid_pinpoints],
+        mm_resampler_type="spatial_pool",
+        mm_spatial_pool_stride=2,
+        mm_spatial_pool_mode="average",
+        mm_spatial_pool_out_channels=config.vision_config.hidden_size,
+        tokenizer_model_max_length=text["max_position_embeddings"],
+        tokenizer_padding_side="right",
+    )
+    return text
