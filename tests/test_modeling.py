@@ -291,7 +291,7 @@ def test_rope_rule_matches_reference_formula(frames, factor):
     assert factor == (lambda f: f if f >= 2 else 1)(math.ceil((frames * 144 + 1000) / 4096))
     assert rope.rope_factor(rope.num_video_tokens(frames), 4096) == factor
     config = testing.tiny_config(max_frames=frames, rope_scaling_factor="auto")
-    assert config.rope_scaling_factor == factor
+    assert config.linear_rope_factor == factor
     assert config.text_config.max_position_embeddings == 4096 * factor
     if factor > 1:
         assert config.text_config.rope_parameters["rope_type"] == "linear"
@@ -309,6 +309,19 @@ def test_config_serialises_losslessly(tmp_path):
     again = lnv.LlavaNextVideoAnyResConfig.from_pretrained(tmp_path)
     assert again.to_dict() == config.to_dict()
     assert again.text_config.max_position_embeddings == 4096 * 2
+    assert again.rope_scaling_factor == "auto"  # the intent survives, not just its value
+
+
+def test_frame_budget_at_load_time_rederives_the_factor(tiny_ckpt):
+    model = lnv.LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(
+        tiny_ckpt, max_frames=56, rope_scaling_factor="auto"
+    )
+    assert model.config.linear_rope_factor == 3
+    assert model.config.text_config.max_position_embeddings == 3 * 4096
+    assert model.config.max_frames == 56
+    rotary = model.model.language_model.rotary_emb
+    plain = testing.make_tiny_model(0).model.language_model.rotary_emb
+    assert torch.allclose(rotary.inv_freq * 3, plain.inv_freq)
 
 
 def test_rotary_embedding_uses_the_factor(tokenizer):

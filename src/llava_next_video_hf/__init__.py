@@ -26,16 +26,26 @@ from .modeling import (
 from .modeling import (
     register_auto_classes as _register_models,
 )
+from .processing import (
+    LlavaNextVideoAnyResImageProcessor,
+    LlavaNextVideoAnyResProcessor,
+    LlavaNextVideoAnyResVideoProcessor,
+)
+from .processing import register_auto_classes as _register_processors
 
 AutoConfig.register(LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True)
 _register_models()
+_register_processors()
 
 __all__ = [
     "ContextLengthError",
     "ConversionError",
     "LlavaNextVideoAnyResConfig",
     "LlavaNextVideoAnyResForConditionalGeneration",
+    "LlavaNextVideoAnyResImageProcessor",
     "LlavaNextVideoAnyResModel",
+    "LlavaNextVideoAnyResProcessor",
+    "LlavaNextVideoAnyResVideoProcessor",
     "LlavaNextVideoError",
     "PlaceholderMismatchError",
     "UnsupportedModelError",

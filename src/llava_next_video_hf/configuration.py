@@ -34,8 +34,8 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         max_frames: the frame budget (upper bound when sampling by fps; drives ``rope_scaling_factor="auto"``).
         rope_scaling_factor: ``None`` keeps the text config's RoPE, ``"auto"`` derives the linear factor
             from ``max_frames`` (or ``num_frames``) by [`rope.rope_factor`], a number sets it explicitly.
-            Resolved to a number at init; ``text_config.max_position_embeddings`` becomes
-            ``original_max_position_embeddings * factor``.
+            The factor is written into ``text_config`` at init (see ``linear_rope_factor``) and
+            ``text_config.max_position_embeddings`` becomes ``original_max_position_embeddings * factor``.
         original_max_position_embeddings: the context the LLM was trained with (defaults to the text
             config's ``max_position_embeddings`` before any scaling by this config).
     """
@@ -91,21 +91,18 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     # ---- length generalization -------------------------------------------------------------
-    def _current_linear_factor(self) -> float:
-        params = getattr(self.text_config, "rope_parameters", None) or {}
-        return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
-
     def _resolve_rope(self) -> None:
-        """Turn ``rope_scaling_factor`` into a number and write it into ``text_config`` (idempotent)."""
+        """Write the requested linear RoPE factor into ``text_config`` (idempotent).
+
+        ``rope_scaling_factor`` keeps what was asked (``"auto"`` stays ``"auto"``, so a new frame
+        budget at load time re-derives the factor); the factor in force is [`linear_rope_factor`].
+        """
         if self.original_max_position_embeddings is None:
             self.original_max_position_embeddings = int(self.text_config.max_position_embeddings)
         requested = self.rope_scaling_factor
         if requested is None:
-            factor = self._current_linear_factor()
-            if factor == 1.0:
-                self.rope_scaling_factor = None  # nothing to manage: leave the LLM's RoPE as it is
-                return
-        elif requested == "auto":
+            return  # leave the LLM's RoPE as it is (a linear factor already there stays in force)
+        if requested == "auto":
             frames = self.max_frames or self.num_frames
             factor = float(
                 rope.rope_factor(self.num_video_tokens(frames), self.original_max_position_embeddings)
@@ -117,7 +114,22 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         if factor < 1:
             raise ValueError(f"rope_scaling_factor must be >= 1, got {factor}")
         apply_linear_rope(self.text_config, factor, self.original_max_position_embeddings)
-        self.rope_scaling_factor = factor
+
+    @property
+    def linear_rope_factor(self) -> float:
+        """The linear RoPE factor in force in ``text_config`` (1.0 when positions are not scaled)."""
+        params = getattr(self.text_config, "rope_parameters", None) or {}
+        return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """Like ``PreTrainedConfig.from_dict``, but top-level fields given as kwargs (``max_frames=``,
+        ``rope_scaling_factor=``, ...) are applied *before* init, so the RoPE rule sees them."""
+        config_dict = dict(config_dict)
+        for key in list(kwargs):
+            if key in cls.__dataclass_fields__ and key not in cls.sub_configs:
+                config_dict[key] = kwargs.pop(key)
+        return super().from_dict(config_dict, **kwargs)
 
     # ---- token math (delegates to rope.py) ------------------------------------------------
     @property

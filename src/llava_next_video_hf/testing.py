@@ -93,6 +93,7 @@ def tiny_config(tokenizer: Any | None = None, **overrides: Any) -> Any:
     tokenizer = tokenizer or make_tokenizer()
     text = tiny_text_config(len(tokenizer), **overrides.pop("text_config", {}))
     vision = tiny_vision_config(**overrides.pop("vision_config", {}))
+    overrides.setdefault("num_frames", 8)  # 8 x 144 tokens fit the 4096 context without scaling
     return LlavaNextVideoAnyResConfig(
         vision_config=vision,
         text_config=text,
