@@ -127,7 +127,7 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         ``rope_scaling_factor=``, ...) are applied *before* init, so the RoPE rule sees them."""
         config_dict = dict(config_dict)
         for key in list(kwargs):
-            if key in cls.__dataclass_fields__ and key not in cls.sub_configs:
+            if key in LlavaNextVideoAnyResConfig.__annotations__ and key not in cls.sub_configs:
                 config_dict[key] = kwargs.pop(key)
         return super().from_dict(config_dict, **kwargs)
 

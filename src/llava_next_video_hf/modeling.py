@@ -397,12 +397,14 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
 
 def register_auto_classes() -> None:
     """Register the model classes with transformers' Auto classes (idempotent)."""
-    from transformers import AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText, AutoModelForMultimodalLM
 
     AutoModel.register(LlavaNextVideoAnyResConfig, LlavaNextVideoAnyResModel, exist_ok=True)
-    AutoModelForImageTextToText.register(
-        LlavaNextVideoAnyResConfig, LlavaNextVideoAnyResForConditionalGeneration, exist_ok=True
-    )
+    # image-text-to-text pipelines, and any-to-any pipelines (which take ``videos=``)
+    for auto_class in (AutoModelForImageTextToText, AutoModelForMultimodalLM):
+        auto_class.register(
+            LlavaNextVideoAnyResConfig, LlavaNextVideoAnyResForConditionalGeneration, exist_ok=True
+        )
 
 
 __all__ = [
