@@ -121,9 +121,13 @@ def test_patched_image_model_matches_our_model_on_video(tokenizer, options, conf
     assert (expected - got).abs().max().item() <= ATOL
 
 
-def test_default_token_layout_is_144_per_frame(tokenizer):
+def test_default_token_layout_and_frame_count_fit_the_context(tokenizer):
     stock = enable_video(testing.make_llava_hf_image_model(0, tokenizer), tokenizer=tokenizer)
-    assert derived_config(stock).num_video_tokens(3) == 3 * 12 * 12  # 336/14 = 24, pooled 2x2 -> 12x12
+    config = derived_config(stock)
+    assert config.num_video_tokens(3) == 3 * 12 * 12  # 336/14 = 24, pooled 2x2 -> 12x12
+    assert config.context_length == 4096 and config.num_frames == (4096 - 1000) // 144  # 21 frames + text
+    enable_video(stock, tokenizer=tokenizer, max_frames=32)  # factor 2: 32 frames fit
+    assert derived_config(stock).context_length == 8192 and derived_config(stock).num_frames == 32
 
 
 def test_generate_with_image_and_video_matches_our_model(tokenizer):

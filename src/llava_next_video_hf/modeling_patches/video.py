@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import UnsupportedModelError
 from ..modeling import LlavaNextVideoAnyResModel
@@ -234,8 +235,11 @@ def _build_config(model: nn.Module, options: VideoOptions, video_token_id: int) 
         rope_scaling_factor=factor if factor != 1 else None,
         original_max_position_embeddings=original,
     )
-    if options.max_frames is not None:
-        config.num_frames = min(config.num_frames, options.max_frames)
+    # frames the processor samples by default: the budget, capped by what fits the context with text
+    fits = rope.max_frames_that_fit(
+        config.context_length, rope.TEXT_TOKEN_BUDGET, **config.video_token_kwargs()
+    )
+    config.num_frames = max(1, min(config.num_frames, options.max_frames or config.num_frames, fits))
     return config
 
 
