@@ -1047,6 +1047,7 @@ def plan_conversion(
             notes.append(
                 f"embeddings grown from {rows} to {vocab_size} rows (new rows: the mean of the others)"
             )
+    _fit_num_frames(config, settings, notes)
     expected = _expected_shapes(config)
     if config.tie_word_embeddings and "lm_head.weight" in mapping:
         del mapping["lm_head.weight"]
@@ -1060,6 +1061,21 @@ def plan_conversion(
     )
     gen = _generation_config(folder, config.text_config, tokenizer, template_name)
     return Plan(layout, target, config, entries, source, tokenizer, template, template_name, gen, notes)
+
+
+def _fit_num_frames(config: LlavaNextVideoAnyResConfig, settings: Settings, notes: list[str]) -> None:
+    """Default frame count: what fits the context with the text budget, unless ``--num-frames`` says."""
+    if settings.num_frames is not None:
+        return
+    fits = rope.max_frames_that_fit(
+        config.context_length, rope.TEXT_TOKEN_BUDGET, **config.video_token_kwargs()
+    )
+    if fits < config.num_frames:
+        notes.append(
+            f"num_frames {config.num_frames} -> {max(1, fits)}: {config.num_frames} frames do not fit the "
+            f"{config.context_length}-token context with text; --max-frames N or --rope-factor scales RoPE instead"
+        )
+        config.num_frames = max(1, fits)
 
 
 def _map_names(names: set[str], rules: list[Rule], folder: Path) -> tuple[dict[str, str], list[str]]:
@@ -1350,13 +1366,26 @@ def _size_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+_CLI_DESCRIPTION = """\
+Convert a checkpoint to this package's format (or, with --to llava-hf, ours to transformers' layout).
+
+layouts (--from, detected from config.json and the tensor names by default):
+  llava-hf        transformers' LlavaNextVideoForConditionalGeneration (settings kept as they are)
+  llava-hf-image  LlavaNextForConditionalGeneration: LLaVA-NeXT image used zero-shot on video
+                  (2x2 average pooling before the projector, no video newline; <video> added)
+  lmms-lab        original Llava{Llama,Mistral,Qwen}ForCausalLM with mm_* settings (<image>/<video> added)
+  ours            this package's format (re-shard, re-cast, change settings)
+
+SRC is a folder (or a Hub id, downloaded when online). DST must not exist unless --overwrite; it is
+written to a temporary folder and renamed when complete."""
+
+
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``convert`` subcommand to the ``llava-next-video`` parser."""
     p = subparsers.add_parser(
         "convert",
         help="convert llava-hf, LLaVA-NeXT image or original lmms-lab checkpoints to this package's format",
-        description=__doc__.split("\n\n")[0]
-        + "\n\nSRC is a folder (or a Hub id, downloaded when online); DST must not exist unless --overwrite.",
+        description=_CLI_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("src", metavar="SRC", help="checkpoint folder or Hub id")
@@ -1377,7 +1406,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     rope_group = p.add_mutually_exclusive_group()
     rope_group.add_argument(
-        "--max-frames", type=_positive_int, help="frame budget; the linear RoPE factor follows from it"
+        "--max-frames",
+        type=_positive_int,
+        metavar="N",
+        help="frame budget; the linear RoPE factor follows from it",
     )
     rope_group.add_argument(
         "--rope-factor",
@@ -1385,22 +1417,36 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         metavar="F|auto",
         help="linear RoPE factor, or auto (from the frame budget)",
     )
-    p.add_argument("--num-frames", type=_positive_int, help="frames sampled per video by default")
+    p.add_argument(
+        "--num-frames", type=_positive_int, metavar="N", help="frames sampled per video by default"
+    )
     p.add_argument(
         "--dtype", choices=("auto", *DTYPES), default="auto", help="output dtype (default: the source's)"
     )
     p.add_argument(
-        "--shard-size", type=_size_arg, default="5GB", help="largest shard, e.g. 5GB, 500MB (default: 5GB)"
+        "--shard-size",
+        type=_size_arg,
+        default="5GB",
+        metavar="SIZE",
+        help="largest shard, e.g. 5GB, 500MB (default: 5GB)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
-    p.add_argument("--chat-template", choices=(*sorted(TEMPLATES), "source"), help="default: by base LLM")
+    p.add_argument(
+        "--chat-template",
+        choices=(*sorted(TEMPLATES), "source"),
+        help="default: the base LLM's original template",
+    )
     p.add_argument(
         "--vision-config",
         metavar="PATH",
         help="vision tower config (folder or .json) for lmms-lab checkpoints",
     )
     p.add_argument(
-        "--pool-stride", dest="spatial_pool_stride", type=_positive_int, help="override the pooling stride"
+        "--pool-stride",
+        dest="spatial_pool_stride",
+        type=_positive_int,
+        metavar="N",
+        help="override the pooling stride",
     )
     p.add_argument("--pool-mode", dest="spatial_pool_mode", choices=("average", "max", "bilinear"))
     p.add_argument(
