@@ -679,9 +679,10 @@ def test_key_mapping_leaves_our_own_checkpoints_alone(tmp_path):
     model = testing.make_tiny_model(0)
     model.save_pretrained(tmp_path)
     assert all(k.startswith(("model.", "lm_head.")) for k in _tensors(tmp_path))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no derived-config warning for our own format
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         again = type(model).from_pretrained(tmp_path)
+    assert not [w for w in caught if "derived" in str(w.message)]  # our own format needs no derivation
     assert all(torch.equal(again.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
