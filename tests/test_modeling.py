@@ -335,3 +335,17 @@ def test_rotary_embedding_uses_the_factor(tokenizer):
     assert torch.allclose(cos_a, cos_b, atol=1e-5) and torch.allclose(sin_a, sin_b, atol=1e-5)
     cos_c, _ = plain.model.language_model.rotary_emb(x, p * 2)
     assert not torch.allclose(cos_a[0, 2:], cos_c[0, 2:], atol=1e-3)  # the check can fail
+
+
+def test_plain_from_pretrained_reads_a_llava_hf_folder(tmp_path, pair, tokenizer):
+    """No conversion step: our class loads transformers' own checkpoint and says the config was derived."""
+    ref, _ = pair
+    testing.make_llava_hf_checkpoint(tmp_path, "video", seed=0)
+    with pytest.warns(UserWarning, match="derived"):
+        ours = lnv.LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(tmp_path)
+    ids = torch.tensor([_prompt(tokenizer, tokenizer.video_token_id, ours.config.num_video_tokens(2))])
+    video = torch.randn(1, 2, 3, 336, 336, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = ref(input_ids=ids, pixel_values_videos=video).logits
+        got = ours(input_ids=ids, pixel_values_videos=video).logits
+    assert (expected - got).abs().max().item() <= ATOL

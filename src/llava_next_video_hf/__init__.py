@@ -8,6 +8,7 @@ classes (idempotent), so ``AutoModelForImageTextToText.from_pretrained(ckpt)`` a
 from transformers import AutoConfig
 
 from .configuration import LlavaNextVideoAnyResConfig
+from .convert import register_key_mapping as _register_key_mapping
 from .errors import (
     ContextLengthError,
     ConversionError,
@@ -36,6 +37,7 @@ from .processing import register_auto_classes as _register_processors
 AutoConfig.register(LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True)
 _register_models()
 _register_processors()
+_register_key_mapping()  # from_pretrained reads llava-hf weight names (legacy and current layouts)
 
 __all__ = [
     "ContextLengthError",

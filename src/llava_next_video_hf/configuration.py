@@ -122,6 +122,17 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
 
     @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """Read config.json; a llava-hf (``llava_next_video``/``llava_next``) config is translated to ours
+        (with a warning that it was derived), so ``from_pretrained(<llava-hf folder>)`` just works."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") in ("llava_next_video", "llava_next"):
+            from .convert import config_dict_from_llava_hf
+
+            config_dict = config_dict_from_llava_hf(config_dict, pretrained_model_name_or_path)
+        return config_dict, kwargs
+
+    @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """Like ``PreTrainedConfig.from_dict``, but top-level fields given as kwargs (``max_frames=``,
         ``rope_scaling_factor=``, ...) are applied *before* init, so the RoPE rule sees them."""
