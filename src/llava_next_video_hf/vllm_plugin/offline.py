@@ -1,0 +1,99 @@
+"""Offline inference through vLLM: the ``--engine vllm`` side of ``llava-next-video generate``.
+
+The prompt is rendered with the checkpoint's own chat template and the video is sampled by our
+video processor (``video_io.load_video`` with the checkpoint's frame defaults), exactly as the
+transformers engine does; vLLM then receives the frames as an array, so both engines see the same
+frames and the same tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import LlavaNextVideoError
+
+
+def build_messages(prompt: str, *, video: bool, num_images: int) -> list[dict[str, Any]]:
+    """One user turn: the images, then the video, then the question (the CLI's layout)."""
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in range(num_images)]
+    if video:
+        content.append({"type": "video"})
+    content.append({"type": "text", "text": prompt})
+    return [{"role": "user", "content": content}]
+
+
+def engine_kwargs(**overrides: Any) -> dict[str, Any]:
+    """``vllm.LLM`` arguments for this machine: on the CPU backend, a modest share of host memory."""
+    from vllm.platforms import current_platform
+
+    kwargs: dict[str, Any] = {}
+    if current_platform.is_cpu():
+        kwargs["gpu_memory_utilization"] = float(os.environ.get("LLAVA_NEXT_VIDEO_VLLM_MEMORY", "0.3"))
+    kwargs.update(overrides)
+    return kwargs
+
+
+def generate_one(
+    model_path: str,
+    prompt: str,
+    *,
+    video: str | None = None,
+    images: Sequence[str] = (),
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    max_new_tokens: int = 64,
+    dtype: str = "float32",
+) -> str:
+    """Answer ``prompt`` about ``video`` and/or ``images`` with vLLM (greedy), return the text.
+
+    Args:
+        model_path: checkpoint folder (our format).
+        prompt: the question.
+        video: video path or URL (decoded by ``video_io``; frames sampled with ``num_frames``, or
+            ``fps`` bounded by ``max_frames``, defaulting to the checkpoint's processor settings).
+        images: image paths or URLs.
+        max_new_tokens: generation budget.
+        dtype: ``float32`` (exact parity with transformers), ``bfloat16`` or ``float16``.
+
+    Raises:
+        LlavaNextVideoError: nothing to ask about; VideoLoadError for unreadable videos.
+    """
+    if video is None and not images:
+        raise LlavaNextVideoError("give a video or at least one image to ask about")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the answer
+    from transformers.image_utils import load_image
+    from vllm import LLM, SamplingParams
+
+    from ..processing import LlavaNextVideoAnyResProcessor, register_auto_classes
+
+    register_auto_classes()
+    processor = LlavaNextVideoAnyResProcessor.from_pretrained(model_path)
+    text = processor.apply_chat_template(
+        build_messages(prompt, video=video is not None, num_images=len(images)),
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    media: dict[str, Any] = {}
+    if images:
+        media["image"] = [load_image(str(path)) for path in images]
+    if video is not None:
+        (clip,) = processor.video_processor.load_clips(
+            video, num_frames=num_frames, fps=fps, max_frames=max_frames
+        )
+        media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
+    llm = LLM(
+        **engine_kwargs(
+            model=str(model_path),
+            dtype=dtype,
+            limit_mm_per_prompt={"image": len(images), "video": int(video is not None)},
+        )
+    )
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    (out,) = llm.generate({"prompt": text, "multi_modal_data": media}, params, use_tqdm=False)
+    return out.outputs[0].text.strip()
+
+
+__all__ = ["build_messages", "engine_kwargs", "generate_one"]
