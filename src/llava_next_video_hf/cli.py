@@ -173,7 +173,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``llava-next-video`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="llava-next-video", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="llava-next-video",
+        description="Answer questions about videos with LLaVA-NeXT-Video; convert, export, publish and fine-tune.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_generate(sub)
     _add_demo(sub)
