@@ -23,18 +23,25 @@ from llava_next_video_hf.modeling import LlavaNextVideoAnyResForConditionalGener
 
 pytestmark = pytest.mark.vllm
 
-# one checkpoint per layout the captured path must handle: per-frame newlines (static count per
-# frame) with pooling after the projector, and a single per-video newline added after the graph
+# one checkpoint per layout the captured path must handle: per-frame newlines (a static count per
+# frame) with pooling after the projector, a single per-video newline added after the graph, and
+# the towers and feature selections the model supports (CLIP keeping CLS, several layers, SigLIP)
 POLICIES = {
-    "grid-after-max": {
+    "grid-after-max-clip-full": {
         "video_newline_position": "grid",
         "spatial_pool_position": "after_projector",
         "spatial_pool_mode": "max",
+        "vision_feature_select_strategy": "full",
     },
-    "one_token-before-bilinear": {
+    "one_token-before-bilinear-clip-2layers": {
         "video_newline_position": "one_token",
         "spatial_pool_position": "before_projector",
         "spatial_pool_mode": "bilinear",
+        "vision_feature_layer": [-2, -1],
+    },
+    "frame-before-average-siglip": {
+        "video_newline_position": "frame",
+        "vision_config": {"model_type": "siglip_vision_model"},
     },
 }
 
@@ -61,7 +68,10 @@ def _clips(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
 
 
 @torch.inference_mode()
-def test_eager_video_embeddings_equal_transformers(models):
+def test_eager_embeddings_equal_transformers(models):
+    """vLLM's tower and layers + our pooling/newlines give our transformers model's features."""
+    from llava_next_video_hf.vllm_plugin.model import num_tiles
+
     model, hf = models
     clips = _clips([2, 3])
     ours = model.embed_multimodal(
@@ -69,6 +79,21 @@ def test_eager_video_embeddings_equal_transformers(models):
     )
     ref = hf.get_video_features(clips)
     assert [v.shape[0] for v in ours] == [hf.config.num_video_tokens(2), hf.config.num_video_tokens(3)]
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    sizes = [(300, 500), (672, 300)]  # AnyRes: base view + the tiles of each image's canvas
+    crops = [_frames(num_tiles(h, w, hf.config), seed=20 + i) for i, (h, w) in enumerate(sizes)]
+    ours = model.embed_multimodal(
+        pixel_values=torch.cat(crops),
+        image_sizes=torch.tensor(sizes),
+        image_num_patches=torch.tensor([len(c) for c in crops]),
+    )
+    padded = torch.zeros(len(crops), max(len(c) for c in crops), 3, 336, 336)
+    for i, c in enumerate(crops):
+        padded[i, : len(c)] = c
+    ref = hf.get_image_features(padded, torch.tensor(sizes))
+    assert [v.shape[0] for v in ours] == [hf.config.num_image_tokens(h, w) for h, w in sizes]
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
