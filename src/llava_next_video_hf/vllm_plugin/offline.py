@@ -59,7 +59,8 @@ def generate_one(
         dtype: ``float32`` (exact parity with transformers), ``bfloat16`` or ``float16``.
 
     Raises:
-        LlavaNextVideoError: nothing to ask about; VideoLoadError for unreadable videos.
+        LlavaNextVideoError: nothing to ask about; ``VideoLoadError`` for unreadable videos;
+        ``ContextLengthError`` when the prompt and its frames do not fit the model's context.
     """
     if video is None and not images:
         raise LlavaNextVideoError("give a video or at least one image to ask about")
@@ -84,6 +85,9 @@ def generate_one(
             video, num_frames=num_frames, fps=fps, max_frames=max_frames
         )
         media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
+    # the transformers processor refuses a prompt the context cannot hold (ContextLengthError, saying
+    # how many frames would fit) before an engine is started for nothing
+    processor(text=text, images=media.get("image"), videos=[media["video"]] if video is not None else None)
     llm = LLM(
         **engine_kwargs(
             model=str(model_path),
