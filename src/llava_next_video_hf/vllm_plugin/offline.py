@@ -85,9 +85,14 @@ def generate_one(
             video, num_frames=num_frames, fps=fps, max_frames=max_frames
         )
         media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
+    # tokenized as transformers tokenizes a rendered chat: BOS added unless the template wrote it
+    bos = processor.tokenizer.bos_token
+    special = not (bos is not None and text.startswith(bos))
+    prompt_ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
     # the transformers processor refuses a prompt the context cannot hold (ContextLengthError, saying
     # how many frames would fit) before an engine is started for nothing
-    processor(text=text, images=media.get("image"), videos=[media["video"]] if video is not None else None)
+    videos = [media["video"]] if video is not None else None
+    processor(text=text, images=media.get("image"), videos=videos, add_special_tokens=special)
     llm = LLM(
         **engine_kwargs(
             model=str(model_path),
@@ -96,7 +101,12 @@ def generate_one(
         )
     )
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-    (out,) = llm.generate({"prompt": text, "multi_modal_data": media}, params, use_tqdm=False)
+    try:
+        (out,) = llm.generate(
+            {"prompt_token_ids": prompt_ids, "multi_modal_data": media}, params, use_tqdm=False
+        )
+    finally:
+        llm.llm_engine.engine_core.shutdown()  # free the engine processes now, not at interpreter exit
     return out.outputs[0].text.strip()
 
 
