@@ -146,3 +146,5 @@ def test_per_request_frame_options(server, files):
     assert video_tokens(media_io_kwargs={"video": {"num_frames": 5}}) == config.num_video_tokens(5)
     assert video_tokens(media_io_kwargs={"video": {"fps": 1}}) == config.num_video_tokens(3)  # 3 s clip
     assert video_tokens(mm_processor_kwargs={"num_frames": 3}) == config.num_video_tokens(3)
+    bad = chat(server, model, [part, QUESTION], mm_processor_kwargs={"num_frames": 0})
+    assert bad.status_code == 400 and "num_frames" in bad.json()["error"]["message"], bad.text

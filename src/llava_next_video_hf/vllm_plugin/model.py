@@ -69,7 +69,6 @@ from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..modeling import add_frame_newlines, spatial_pool
 
-MODALITIES = ("image", "video")
 #: Keyword arguments of our processors that ``--mm-processor-kwargs``/``mm_processor_kwargs`` may set.
 VIDEO_KWARGS = ("num_frames", "fps", "max_frames", "do_sample_frames", "source_fps")
 
