@@ -1,6 +1,7 @@
 """Greedy ``vllm.LLM(...).generate`` equals our transformers model's greedy ``generate``, token for token.
 
-One engine for the module (the tiny checkpoint, ``float32``); the reference is
+One engine for the module (the tiny checkpoint with a linear RoPE factor of 2, so its context is
+8192 = 2 x 4096 trained positions; ``float32``); the reference is
 ``LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(ckpt)`` with our processor on the same
 prompts and media, one prompt at a time. Besides the tokens, the log-probability of every generated
 token must agree, which catches feature errors too small to flip a greedy choice.
@@ -27,7 +28,9 @@ SYSTEM = "A chat between a curious user and an artificial intelligence assistant
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return testing.make_tiny_checkpoint(tmp_path_factory.mktemp("gen") / "ckpt", seed=1)
+    return testing.make_tiny_checkpoint(
+        tmp_path_factory.mktemp("gen") / "ckpt", seed=1, rope_scaling_factor=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +132,17 @@ def test_image_prompt(llm, reference):
     }
     (got,) = _generate(llm, [prompt])
     _assert_same(got, reference(prompt), "image")
+
+
+def test_long_video_beyond_the_trained_context(llm, reference):
+    """40 frames = 5760 video tokens: positions past 4096 work only through the linear RoPE factor."""
+    prompt = {
+        "prompt": _prompt("Describe the video in detail.", video=True),
+        "multi_modal_data": {"video": _video(40, 120, 160, seed=10)},
+    }
+    assert llm.llm_engine.model_config.max_model_len == 8192
+    (got,) = _generate(llm, [prompt])
+    _assert_same(got, reference(prompt), "long video")
 
 
 def test_batch_of_eight_mixed_prompts(llm, reference):
