@@ -282,9 +282,9 @@ def init_vision_tower(
     vision, layers = config.vision_config, config.vision_feature_layer
     total = vision.num_hidden_layers
     depth = max(get_layer_index(i, total) for i in ([layers] if isinstance(layers, int) else layers))
-    tower_cls = SiglipVisionModel if "siglip" in vision.model_type else CLIPVisionModel
     if "siglip" not in vision.model_type and "clip" not in vision.model_type:
         raise ValueError(f"unsupported vision tower {vision.model_type!r}: CLIP or SigLIP vision models only")
+    tower_cls = SiglipVisionModel if "siglip" in vision.model_type else CLIPVisionModel
     return tower_cls(
         vision,
         quant_config=quant_config,
