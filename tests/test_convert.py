@@ -573,10 +573,17 @@ _CONVERSATION = [
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [  # as llava/conversation.py's get_prompt() renders them (with <video>/<image> placeholders)
+    [  # as llava/conversation.py's get_prompt() renders them (with <video>/<image> placeholders);
+        # "<s>" where the original's tokenizer adds a BOS (vLLM tokenizes chat prompts without one)
+        (
+            "vicuna_v1",  # TWO style, sep " ", sep2 "</s>"
+            "<s>A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+            "helpful, detailed, and polite answers to the user's questions. USER: <video>\nWhat happens? "
+            "ASSISTANT: A dog runs.</s>USER: <image>\nAnd here? ASSISTANT:",
+        ),
         (
             "mistral_instruct",  # LLAMA_2 style, sep "", sep2 "</s>", no system
-            "[INST] <video>\nWhat happens? [/INST] A dog runs. </s>[INST] <image>\nAnd here? [/INST]",
+            "<s>[INST] <video>\nWhat happens? [/INST] A dog runs. </s>[INST] <image>\nAnd here? [/INST]",
         ),
         (
             "chatml_direct",  # MPT style: system + sep, role + message + sep
@@ -605,8 +612,10 @@ def test_system_prompts_can_be_replaced(tokenizer):
         system, chat_template=TEMPLATES[name], tokenize=False, add_generation_prompt=True
     )
     assert (
-        render("mistral_instruct") == "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n<video>\nWhat happens? [/INST]"
+        render("mistral_instruct")
+        == "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n<video>\nWhat happens? [/INST]"
     )
+    assert render("vicuna_v1") == "<s>Be brief. USER: <video>\nWhat happens? ASSISTANT:"
     assert render("chatml_direct").startswith("<|im_start|>system\nBe brief.<|im_end|><|im_start|>user\n")
     assert render("qwen_1_5").startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
 

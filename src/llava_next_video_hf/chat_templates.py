@@ -12,35 +12,7 @@ VICUNA_V1_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 
-# Vicuna v1 (conv_vicuna_v1): "{system} USER: <video>\n{q} ASSISTANT: {a}</s>USER: ..."
-VICUNA_V1 = (
-    "{%- set ns = namespace(system='" + VICUNA_V1_SYSTEM.replace("'", "\\'") + "') -%}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{%- if messages[0]['content'] is string -%}{%- set ns.system = messages[0]['content'] -%}"
-    "{%- else -%}{%- set ns.system = messages[0]['content'] | selectattr('type', 'equalto', 'text')"
-    " | map(attribute='text') | join(' ') -%}{%- endif -%}"
-    "{%- set messages = messages[1:] -%}{%- endif -%}"
-    "{{- ns.system + ' ' -}}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
-    "{%- for c in message['content'] -%}"
-    "{%- if c['type'] == 'image' -%}{{- '<image>\\n' -}}{%- elif c['type'] == 'video' -%}{{- '<video>\\n' -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -}}"
-    "{%- endif -%}{{- ' ' -}}"
-    "{%- else -%}{{- 'ASSISTANT: ' -}}{% generation %}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
-    "{{- message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -}}"
-    "{%- endif -%}{{- '</s>' -}}{% endgeneration %}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
-
-TEMPLATES = {"vicuna_v1": VICUNA_V1}
-
-# ---- templates of the other base LLMs (llava/conversation.py: mistral_instruct, chatml_direct, qwen_1_5) ----
+# ---- shared pieces -------------------------------------------------------------------------------
 
 
 def _system_block(default: str) -> str:
@@ -70,10 +42,26 @@ _ASSISTANT_TEXT = (
     "{%- endif -%}"
 )
 
+
+# Vicuna v1 (conv_vicuna_v1): "<s>{system} USER: <video>\n{q} ASSISTANT: {a}</s>USER: ..."
+# Templates of LLMs whose tokenizer adds a BOS start with ``bos_token``: vLLM renders chat requests
+# without special tokens, and transformers adds no second BOS to a text that starts with one.
+VICUNA_V1 = (
+    "{{- bos_token -}}" + _system_block(VICUNA_V1_SYSTEM) + "{{- ns.system + ' ' -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}" + _USER_CONTENT + "{{- ' ' -}}"
+    "{%- else -%}{{- 'ASSISTANT: ' -}}{% generation %}"
+    + _ASSISTANT_TEXT
+    + "{{- '</s>' -}}{% endgeneration %}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
+)
+
 # Mistral instruct (conv_mistral_instruct, LLAMA_2 style, empty default system):
 # "[INST] <video>\n{q} [/INST] {a} </s>[INST] ..."; a system prompt goes inside the first [INST] as <<SYS>>.
 MISTRAL_INSTRUCT = (
-    _system_block("") + "{%- for message in messages -%}"
+    "{{- bos_token -}}" + _system_block("") + "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}{{- '[INST] ' -}}"
     "{%- if loop.first and ns.system -%}{{- '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' -}}{%- endif -%}"
     + _USER_CONTENT
@@ -119,4 +107,9 @@ QWEN_1_5 = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
-TEMPLATES.update(mistral_instruct=MISTRAL_INSTRUCT, chatml_direct=CHATML_DIRECT, qwen_1_5=QWEN_1_5)
+TEMPLATES = {
+    "vicuna_v1": VICUNA_V1,
+    "mistral_instruct": MISTRAL_INSTRUCT,
+    "chatml_direct": CHATML_DIRECT,
+    "qwen_1_5": QWEN_1_5,
+}
