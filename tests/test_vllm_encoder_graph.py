@@ -70,7 +70,7 @@ def _clips(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
 @torch.inference_mode()
 def test_eager_embeddings_equal_transformers(models):
     """vLLM's tower and layers + our pooling/newlines give our transformers model's features."""
-    from llava_next_video_hf.vllm_plugin.model import num_tiles
+    from llava_next_video_hf.modeling import num_image_crops
 
     model, hf = models
     clips = _clips([2, 3])
@@ -83,7 +83,7 @@ def test_eager_embeddings_equal_transformers(models):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
     sizes = [(300, 500), (672, 300)]  # AnyRes: base view + the tiles of each image's canvas
-    crops = [_frames(num_tiles(h, w, hf.config), seed=20 + i) for i, (h, w) in enumerate(sizes)]
+    crops = [_frames(num_image_crops(h, w, hf.config), seed=20 + i) for i, (h, w) in enumerate(sizes)]
     ours = model.embed_multimodal(
         pixel_values=torch.cat(crops),
         image_sizes=torch.tensor(sizes),

@@ -110,6 +110,86 @@ def add_frame_newlines(frames: torch.Tensor, newline: torch.Tensor, position: st
     return frames
 
 
+def num_image_crops(height: int, width: int, config: LlavaNextVideoAnyResConfig) -> int:
+    """Crops an AnyRes image is cut into: the base view plus the tiles of its best canvas."""
+    size = config.vision_config.image_size
+    canvas_h, canvas_w = rope.select_best_resolution((height, width), config.image_grid_pinpoints)
+    return 1 + (canvas_h // size) * (canvas_w // size)
+
+
+class VisualTokenLayout:
+    """How vision features become the tokens scattered into the prompt — one implementation.
+
+    Shared by the transformers model, the vLLM model and the modeling patches. The host provides
+    ``config``, ``vision_features(pixels) -> (N, L, Dv)`` (all tokens of the selected layers, CLS
+    first when the tower has one), ``multi_modal_projector`` and ``image_newline`` (D,).
+    """
+
+    config: LlavaNextVideoAnyResConfig
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of one crop (24 for 336 / 14)."""
+        return self.config.vision_config.image_size // self.config.vision_config.patch_size
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Video frames (N, 3, H, W) -> per-frame tokens (N, tokens_per_frame, D).
+
+        Each frame is encoded independently and yields a fixed token count (pooled grid plus the
+        per-frame newlines of the ``frame``/``grid`` policies), so zero-padded frames are harmless
+        and the shape depends only on N: the property vLLM's encoder CUDA graphs need.
+        """
+        cfg, grid = self.config, self.grid
+        feats = self.vision_features(frames)[:, -(grid**2) :]  # (N, grid*grid, Dv): no CLS
+        if cfg.spatial_pool_position == "before_projector":
+            feats = spatial_pool(feats, grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
+            feats = self.multi_modal_projector(feats)
+        else:
+            feats = self.multi_modal_projector(feats)
+            feats = spatial_pool(feats, grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
+        return add_frame_newlines(feats, self.image_newline.to(feats.dtype), cfg.video_newline_position)
+
+    def split_videos(self, per_frame: torch.Tensor, num_frames: list[int]) -> list[torch.Tensor]:
+        """(sum T_i, tokens_per_frame, D) -> one (num_video_tokens(T_i), D) tensor per video."""
+        videos = []
+        for video in torch.split(per_frame, list(num_frames), dim=0):
+            tokens = video.flatten(0, 1)  # (T_i * tokens_per_frame, D)
+            if self.config.video_newline_position == "one_token":
+                tokens = torch.cat([tokens, self.image_newline.to(tokens.dtype)[None]], dim=0)
+            videos.append(tokens)
+        return videos
+
+    def embed_images(self, crops: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """AnyRes crops (sum P_i, 3, H, W), base view first per image -> one (num_image_tokens, D) each.
+
+        LLaVA-NeXT's ``spatial_unpad``: base view features, then the tile grid with the padding
+        removed and an ``image_newline`` after every row (sizes are host ints: no device sync).
+        """
+        cfg, grid = self.config, self.grid
+        size = cfg.vision_config.image_size
+        feats = self.multi_modal_projector(self.vision_features(crops))  # (sum P_i, L, D)
+        keep_cls = cfg.vision_feature_select_strategy == "full"
+        counts = [num_image_crops(h, w, cfg) for h, w in image_sizes]
+        images = []
+        for crops_i, (h, w) in zip(torch.split(feats, counts, dim=0), image_sizes, strict=True):
+            canvas_h, canvas_w = rope.select_best_resolution((h, w), cfg.image_grid_pinpoints)
+            th, tw = canvas_h // size, canvas_w // size
+            # the base view keeps CLS only under "full"; tiles never do (they form a grid)
+            base = crops_i[0] if keep_cls else crops_i[0, -(grid**2) :]
+            tiles = crops_i[1:, -(grid**2) :]  # (th * tw, grid * grid, D)
+            dim = tiles.shape[-1]
+            canvas = (
+                tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
+            )
+            rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
+            top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
+            canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
+            newline = self.image_newline.to(canvas.dtype).view(1, 1, dim).expand(rows, 1, dim)
+            canvas = torch.cat([canvas, newline], dim=1).flatten(0, 1)  # (rows * (cols + 1), D)
+            images.append(torch.cat([base, canvas], dim=0))
+        return images
+
+
 class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
     """Weight init and transformers capabilities shared by the model classes."""
 
@@ -132,7 +212,7 @@ class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
             module.image_newline.normal_(mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
 
 
-class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
+class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTrainedModel):
     """Vision tower + projector + language model (no LM head)."""
 
     def __init__(self, config: LlavaNextVideoAnyResConfig):
@@ -151,10 +231,6 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     # ---- vision ---------------------------------------------------------------------------
-    @property
-    def _grid(self) -> int:
-        return self.config.vision_config.image_size // self.config.vision_config.patch_size
-
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> features of the selected tower layers (N, L, Dv * num_feature_layers).
 
@@ -166,23 +242,6 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
         if isinstance(layers, int):
             return out.hidden_states[layers]
         return torch.cat([out.hidden_states[i] for i in layers], dim=-1)
-
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Video frames (N, 3, H, W) -> per-frame tokens (N, tokens_per_frame, D).
-
-        Each frame is encoded independently and yields a fixed token count (pooled grid plus the
-        per-frame newlines of the ``frame``/``grid`` policies), so zero-padded frames are harmless
-        and the shape depends only on N: the property vLLM's encoder CUDA graphs need.
-        """
-        cfg = self.config
-        feats = self.vision_features(frames)[:, -(self._grid**2) :]  # (N, grid*grid, Dv): no CLS
-        if cfg.spatial_pool_position == "before_projector":
-            feats = spatial_pool(feats, self._grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-            feats = self.multi_modal_projector(feats)
-        else:
-            feats = self.multi_modal_projector(feats)
-            feats = spatial_pool(feats, self._grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-        return add_frame_newlines(feats, self.image_newline.to(feats.dtype), cfg.video_newline_position)
 
     def get_video_features(
         self,
@@ -201,47 +260,18 @@ class LlavaNextVideoAnyResModel(LlavaNextVideoAnyResPreTrainedModel):
             b, t = pixel_values_videos.shape[:2]
             lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
             frames = torch.cat([v[:n] for v, n in zip(pixel_values_videos, lengths, strict=True)], dim=0)
-        per_frame = self.encode_frames(frames)  # (sum T_i, tokens_per_frame, D)
-        videos = []
-        for video in torch.split(per_frame, lengths, dim=0):
-            tokens = video.flatten(0, 1)  # (T_i * tokens_per_frame, D)
-            if self.config.video_newline_position == "one_token":
-                tokens = torch.cat([tokens, self.image_newline.to(tokens.dtype)[None]], dim=0)
-            videos.append(tokens)
-        return videos
+        return self.split_videos(self.encode_frames(frames), lengths)
 
     def get_image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> list[torch.Tensor]:
-        """AnyRes images -> one (num_image_tokens(h, w), D) tensor per image (LLaVA-NeXT ``spatial_unpad``).
+        """AnyRes images -> one (num_image_tokens(h, w), D) tensor per image.
 
         ``pixel_values``: (B, P_max, 3, H, W) zero-padded over tiles (base view first), ``image_sizes``: (B, 2).
         """
-        cfg = self.config
-        size, grid = cfg.vision_config.image_size, self._grid
         sizes = [(int(h), int(w)) for h, w in image_sizes.tolist()]
-        canvases = [rope.select_best_resolution(hw, cfg.image_grid_pinpoints) for hw in sizes]
-        num_tiles = [(ch // size) * (cw // size) + 1 for ch, cw in canvases]
         if pixel_values.dim() == 5:
-            pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_tiles, strict=True)], dim=0)
-        feats = self.multi_modal_projector(self.vision_features(pixel_values))  # (sum P_i, L, D)
-        keep_cls = cfg.vision_feature_select_strategy == "full"
-        images = []
-        for tiles, (h, w), (ch, cw) in zip(
-            torch.split(feats, num_tiles, dim=0), sizes, canvases, strict=True
-        ):
-            # the base view keeps CLS only under "full"; tiles never do (they form a grid)
-            base, tiles = (tiles[0] if keep_cls else tiles[0, -grid * grid :]), tiles[1:, -grid * grid :]
-            th, tw = ch // size, cw // size
-            dim = tiles.shape[-1]
-            canvas = (
-                tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
-            )
-            rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
-            top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
-            canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
-            newline = self.image_newline.to(canvas.dtype).view(1, 1, dim).expand(rows, 1, dim)
-            canvas = torch.cat([canvas, newline], dim=1).flatten(0, 1)  # (rows * (cols + 1), D)
-            images.append(torch.cat([base, canvas], dim=0))
-        return images
+            counts = [num_image_crops(h, w, self.config) for h, w in sizes]
+            pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, counts, strict=True)], dim=0)
+        return self.embed_images(pixel_values, sizes)
 
     # ---- merge ----------------------------------------------------------------------------
     def _placeholder_mask(
@@ -408,6 +438,8 @@ def register_auto_classes() -> None:
 
 
 __all__ = [
+    "VisualTokenLayout",
+    "num_image_crops",
     "LlavaNextVideoAnyResForConditionalGeneration",
     "LlavaNextVideoAnyResModel",
     "LlavaNextVideoAnyResPreTrainedModel",

@@ -35,7 +35,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import UnsupportedModelError
-from ..modeling import LlavaNextVideoAnyResModel
+from ..modeling import LlavaNextVideoAnyResModel, VisualTokenLayout
 from ._common import (
     MISSING,
     VIDEO_CLASSES,
@@ -52,18 +52,16 @@ from .rope_scaling import _linear_factor, _original_context, scale_rope, text_co
 VIDEO_TOKEN = "<video>"
 
 
-class _VideoPath:
+class _VideoPath(VisualTokenLayout):
     """Our model's video code running on a stock model's modules.
 
-    The methods are [`LlavaNextVideoAnyResModel`]'s own, not copies: frames go through the vision
+    The methods are [`VisualTokenLayout`]'s and [`LlavaNextVideoAnyResModel`]'s own, not copies: frames go through the vision
     tower, ``spatial_pool``, the projector and ``add_frame_newlines`` exactly as in our model, with
     the options read from ``config`` (a [`LlavaNextVideoAnyResConfig`] describing the patched model).
     Not an ``nn.Module``: it holds references, so the model's state dict does not change.
     """
 
-    _grid = LlavaNextVideoAnyResModel._grid
     vision_features = LlavaNextVideoAnyResModel.vision_features
-    encode_frames = LlavaNextVideoAnyResModel.encode_frames
     get_video_features = LlavaNextVideoAnyResModel.get_video_features
     _placeholder_mask = LlavaNextVideoAnyResModel._placeholder_mask
     _scatter = LlavaNextVideoAnyResModel._scatter

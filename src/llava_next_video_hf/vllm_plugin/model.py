@@ -67,7 +67,7 @@ from vllm.sequence import IntermediateTensors
 
 from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
-from ..modeling import add_frame_newlines, spatial_pool
+from ..modeling import VisualTokenLayout, num_image_crops
 
 #: Keyword arguments of our processors that ``--mm-processor-kwargs``/``mm_processor_kwargs`` may set.
 VIDEO_KWARGS = ("num_frames", "fps", "max_frames", "do_sample_frames", "source_fps")
@@ -80,13 +80,6 @@ def _load_processor(model: str, revision: str | None) -> Any:
 
     register_auto_classes()
     return LlavaNextVideoAnyResProcessor.from_pretrained(model, revision=revision)
-
-
-def num_tiles(height: int, width: int, config: LlavaNextVideoAnyResConfig) -> int:
-    """Crops an AnyRes image is cut into: the base view plus the tiles of its best canvas."""
-    size = config.vision_config.image_size
-    canvas_h, canvas_w = rope.select_best_resolution((height, width), config.image_grid_pinpoints)
-    return 1 + (canvas_h // size) * (canvas_w // size)
 
 
 def tokens_per_frame(config: LlavaNextVideoAnyResConfig) -> int:
@@ -219,7 +212,7 @@ class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextV
             data = processor.image_processor(list(images), return_tensors="pt")
             sizes = data["image_sizes"].to(torch.int64)  # (B, 2) as (height, width)
             config = self.info.get_hf_config()
-            crops = [num_tiles(int(h), int(w), config) for h, w in sizes.tolist()]
+            crops = [num_image_crops(int(h), int(w), config) for h, w in sizes.tolist()]
             pixels = data["pixel_values"]  # (B, P_max, 3, S, S), zero-padded over crops
             out["pixel_values"] = torch.cat([p[:n] for p, n in zip(pixels, crops, strict=True)]).to(dtype)
             out["image_sizes"] = sizes
@@ -324,9 +317,12 @@ class LlavaNextVideoAnyResProjector(nn.Module):
     dummy_inputs=LlavaNextVideoAnyResDummyInputsBuilder,
 )
 class LlavaNextVideoAnyResForConditionalGeneration(
-    nn.Module, SupportsMultiModal, SupportsPP, SupportsEncoderCudaGraph
+    VisualTokenLayout, nn.Module, SupportsMultiModal, SupportsPP, SupportsEncoderCudaGraph
 ):
     """LLaVA-NeXT-Video with AnyRes images, frame-as-tile videos and scaled RoPE, for vLLM.
+
+    vLLM's own tower and language model; the token layout (pooling, newlines, AnyRes unpad) is
+    [`VisualTokenLayout`], the very code of the transformers model.
 
     Weights load from our checkpoints (llava-hf names: ``model.vision_tower.*``,
     ``model.multi_modal_projector.*``, ``model.image_newline``, ``model.language_model.*``,
@@ -366,7 +362,6 @@ class LlavaNextVideoAnyResForConditionalGeneration(
         self.vllm_config = vllm_config
         layers = config.vision_feature_layer
         self.select_layers = None if isinstance(layers, int) else list(layers)
-        self.grid = config.vision_config.image_size // config.vision_config.patch_size
         self.tokens_per_frame = tokens_per_frame(config)
         self.configure_mm_token_handling(
             vocab_size=config.text_config.vocab_size,
@@ -395,66 +390,9 @@ class LlavaNextVideoAnyResForConditionalGeneration(
             feature_select_strategy=None,
         )
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Frames (N, 3, S, S) -> per-frame tokens (N, tokens_per_frame, D).
-
-        Frames are independent and every frame yields the same token count, so the output shape
-        depends only on N and zero frames are harmless: this is the path captured in CUDA graphs
-        (no host synchronisation, no data-dependent shapes).
-        """
-        cfg = self.config
-        feats = self.vision_features(frames)[:, -(self.grid**2) :]  # (N, grid*grid, Dv): no CLS
-        if cfg.spatial_pool_position == "before_projector":
-            feats = spatial_pool(feats, self.grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-            feats = self.multi_modal_projector(feats)
-        else:
-            feats = self.multi_modal_projector(feats)
-            feats = spatial_pool(feats, self.grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-        return add_frame_newlines(feats, self.image_newline.to(feats.dtype), cfg.video_newline_position)
-
-    def split_videos(self, per_frame: torch.Tensor, num_frames: Sequence[int]) -> list[torch.Tensor]:
-        """(sum T_i, tokens_per_frame, D) -> one (num_video_tokens(T_i), D) tensor per video."""
-        videos = []
-        for video in torch.split(per_frame, list(num_frames), dim=0):
-            tokens = video.flatten(0, 1)  # (T_i * tokens_per_frame, D)
-            if self.config.video_newline_position == "one_token":
-                tokens = torch.cat([tokens, self.image_newline.to(tokens.dtype)[None]], dim=0)
-            videos.append(tokens)
-        return videos
-
     def embed_videos(self, frames: torch.Tensor, num_frames: Sequence[int]) -> list[torch.Tensor]:
         """One buffer of frames (sum T_i, 3, S, S) + frames per video -> per-video embeddings."""
         return self.split_videos(self.encode_frames(frames), num_frames)
-
-    def embed_images(self, crops: torch.Tensor, image_sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """AnyRes crops (sum P_i, 3, S, S), base view first per image -> one (num_image_tokens, D) each.
-
-        LLaVA-NeXT's ``spatial_unpad``: base view features, then the tile grid with the padding
-        removed and an ``image_newline`` after every row (sizes are host ints: no device sync).
-        """
-        cfg, grid = self.config, self.grid
-        size = cfg.vision_config.image_size
-        feats = self.vision_features(crops)
-        feats = self.multi_modal_projector(feats)  # (sum P_i, L, D)
-        keep_cls = cfg.vision_feature_select_strategy == "full"
-        counts = [num_tiles(h, w, cfg) for h, w in image_sizes]
-        images = []
-        for tiles, (h, w) in zip(torch.split(feats, counts, dim=0), image_sizes, strict=True):
-            canvas_h, canvas_w = rope.select_best_resolution((h, w), cfg.image_grid_pinpoints)
-            th, tw = canvas_h // size, canvas_w // size
-            base = tiles[0] if keep_cls else tiles[0, -grid * grid :]
-            tiles = tiles[1:, -grid * grid :]
-            dim = tiles.shape[-1]
-            canvas = (
-                tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
-            )
-            rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
-            top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
-            canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
-            newline = self.image_newline.to(canvas.dtype).view(1, 1, dim).expand(rows, 1, dim)
-            canvas = torch.cat([canvas, newline], dim=1).flatten(0, 1)  # (rows * (cols + 1), D)
-            images.append(torch.cat([base, canvas], dim=0))
-        return images
 
     def embed_multimodal(self, **kwargs: object) -> MultiModalEmbeddings:
         """Embeddings of the images and/or videos in ``kwargs``, one (tokens, D) tensor per item.
@@ -617,6 +555,5 @@ __all__ = [
     "LlavaNextVideoAnyResForConditionalGeneration",
     "LlavaNextVideoAnyResMultiModalProcessor",
     "LlavaNextVideoAnyResProcessingInfo",
-    "num_tiles",
     "tokens_per_frame",
 ]
