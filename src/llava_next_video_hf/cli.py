@@ -138,8 +138,20 @@ def default_checkpoint() -> Path:
     return path
 
 
+def _quiet_libraries() -> None:
+    """Keep the demo's output to the answers: no weight-loading bars, no engine logs."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from . import testing
+
+    _quiet_libraries()
 
     ckpt = default_checkpoint()
     clip = Path(tempfile.gettempdir()) / "llava_next_video_hf-demo" / "clip.mp4"
@@ -157,12 +169,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         if engine == "vllm" and importlib.util.find_spec("vllm") is None:
             print("vllm: not installed (pip install 'llava-next-video-hf[vllm]'); skipped")
             continue
-        print(f"[{engine}] answer: ", end="", flush=True)
-        answers[engine] = generate(ckpt, question, video=str(clip), engine=engine, stream=engine == "hf")
-        if engine != "hf":
-            print(answers[engine])
-        else:
-            print()
+        if engine == "hf":  # streams its tokens
+            print("[hf] answer: ", end="", flush=True)
+            answers[engine] = generate(ckpt, question, video=str(clip), engine=engine, stream=True)
+        else:  # the engine's start-up logs go to stderr first
+            answers[engine] = generate(ckpt, question, video=str(clip), engine=engine)
+            print(f"[{engine}] answer: {answers[engine]}")
     if expected is not None:
         print(f"expected:   {expected}")
     if len(set(answers.values())) > 1:
