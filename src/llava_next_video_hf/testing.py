@@ -135,35 +135,33 @@ def make_tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **overrides: An
     return path
 
 
-def make_llava_hf_video_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
-    """The tiny model as transformers' own ``LlavaNextVideoForConditionalGeneration`` (llava-hf layout)."""
-    from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+def _make_llava_hf_model(kind: str, seed: int, tokenizer: Any | None, overrides: dict) -> Any:
+    """The tiny model as one of transformers' own LLaVA-NeXT classes (``kind``: video or image)."""
+    import transformers
 
+    prefix = {"video": "LlavaNextVideo", "image": "LlavaNext"}[kind]
     tokenizer = tokenizer or make_tokenizer()
-    config = LlavaNextVideoConfig(
+    token_ids = {"image_token_index": tokenizer.image_token_id}
+    if kind == "video":
+        token_ids["video_token_index"] = tokenizer.video_token_id
+    config = getattr(transformers, f"{prefix}Config")(
         vision_config=tiny_vision_config(**overrides.pop("vision_config", {})),
         text_config=tiny_text_config(len(tokenizer), **overrides.pop("text_config", {})),
-        image_token_index=tokenizer.image_token_id,
-        video_token_index=tokenizer.video_token_id,
+        **token_ids,
         **overrides,
     )
     _seeded(seed)
-    return LlavaNextVideoForConditionalGeneration(config).eval()
+    return getattr(transformers, f"{prefix}ForConditionalGeneration")(config).eval()
+
+
+def make_llava_hf_video_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
+    """The tiny model as transformers' own ``LlavaNextVideoForConditionalGeneration`` (llava-hf layout)."""
+    return _make_llava_hf_model("video", seed, tokenizer, overrides)
 
 
 def make_llava_hf_image_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
     """The tiny model as transformers' own ``LlavaNextForConditionalGeneration`` (LLaVA-NeXT image)."""
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
-
-    tokenizer = tokenizer or make_tokenizer()
-    config = LlavaNextConfig(
-        vision_config=tiny_vision_config(**overrides.pop("vision_config", {})),
-        text_config=tiny_text_config(len(tokenizer), **overrides.pop("text_config", {})),
-        image_token_index=tokenizer.image_token_id,
-        **overrides,
-    )
-    _seeded(seed)
-    return LlavaNextForConditionalGeneration(config).eval()
+    return _make_llava_hf_model("image", seed, tokenizer, overrides)
 
 
 def make_llava_hf_checkpoint(path: str | os.PathLike, kind: str = "video", seed: int = 0) -> Path:
