@@ -300,8 +300,10 @@ def main(argv=None) -> int:
     log(f"cached tower features of {len(train) + len(val)} clips")
     # curriculum: first the one question that needs temporal order (direction), then everything
     first = [i for i, ex in enumerate(train) if ex.kind == "direction"]
-    train_sft(model, table, [train[i] for i in first], feats[first], val, val_feats, epochs=args.warmup_epochs,
-              lr=args.sft_lr, batch_size=args.batch_size, log=log)  # fmt: skip
+    if args.warmup_epochs:  # 0: no curriculum (the recipe of the shipped checkpoint)
+        warmup = [train[i] for i in first]
+        train_sft(model, table, warmup, feats[first], val, val_feats, epochs=args.warmup_epochs,
+                  lr=args.sft_lr, batch_size=args.batch_size, log=log)  # fmt: skip
     train_sft(model, table, train, feats, val, val_feats, epochs=args.sft_epochs, lr=args.sft_lr,
               batch_size=args.batch_size, log=log)  # fmt: skip
 
