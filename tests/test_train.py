@@ -319,7 +319,7 @@ def test_shipped_model_answers_the_heldout_set(shipped):
     heldout = tasks.heldout_set(64)  # fixed seed, never trained on
     accuracy = tasks.evaluate(model, processor, heldout)
     # measured 0.8125 on these 64 (0.835 on 200 held-out clips); the 0.9 target is not reached
-    assert accuracy >= 0.8, accuracy
+    assert accuracy >= 0.9, accuracy
 
 
 def test_shipped_model_answers_the_demo_mp4(shipped, tmp_path):
