@@ -303,6 +303,32 @@ def test_cli_sft_with_lora_writes_a_checkpoint_and_resumes(clips, tmp_path):
     )
 
 
+def test_cli_dpo_full_finetune_changes_the_lm_and_not_the_tower(clips, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from llava_next_video_hf import cli
+
+    register_auto_classes()
+    examples, paths = clips
+    ckpt = testing.make_tiny_checkpoint(tmp_path / "base", **OVERRIDES)
+    data = tmp_path / "dpo.jsonl"
+    lines = [
+        {"video": str(p), "prompt": ex.question, "chosen": ex.answer, "rejected": ex.wrong_answers[0]}
+        for ex, p in zip(examples, paths, strict=True)
+    ]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out"
+    args = (
+        f"train dpo --model {ckpt} --data {data} --out {out} --no-lora --max-steps 2 --lr 1e-3 --batch-size 2"
+    )
+    assert cli.main(args.split()) == 0
+    assert not (out / "adapter").exists()
+    tuned = AutoModelForImageTextToText.from_pretrained(out).state_dict()
+    base = AutoModelForImageTextToText.from_pretrained(ckpt).state_dict()
+    assert not torch.equal(tuned["lm_head.weight"], base["lm_head.weight"])
+    assert all(torch.equal(v, base[k]) for k, v in tuned.items() if "vision_tower" in k)
+
+
 # ---------------------------------------------------------------------------- the shipped model
 @pytest.fixture(scope="module")
 def shipped():
