@@ -1,14 +1,21 @@
 """LLaVA-NeXT-Video (AnyRes video + linear-scaled RoPE) for transformers and vLLM.
 
-Importing the package registers its config, model and processors with transformers' Auto
-classes (idempotent), so ``AutoModelForImageTextToText.from_pretrained(ckpt)`` and
-``AutoProcessor.from_pretrained(ckpt)`` work without ``trust_remote_code``.
+Importing the package registers its config, model and processors with transformers' Auto classes
+(idempotent), so ``AutoModelForImageTextToText.from_pretrained(ckpt)`` and
+``AutoProcessor.from_pretrained(ckpt)`` work without ``trust_remote_code``, whether transformers was
+imported before or after this package.
+
+The import itself is light: public names are loaded on first access (as transformers does), and the
+registration runs when transformers is imported (at once if it already is; see ``_registration``), so
+``import llava_next_video_hf.video_io`` needs neither torch nor transformers.
 """
 
-from transformers import AutoConfig
+from __future__ import annotations
 
-from .configuration import LlavaNextVideoAnyResConfig
-from .convert import register_key_mapping as _register_key_mapping
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._registration import register_when_transformers_loads as _register_when_transformers_loads
 from .errors import (
     ContextLengthError,
     ConversionError,
@@ -20,24 +27,41 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-from .modeling import (
-    LlavaNextVideoAnyResForConditionalGeneration,
-    LlavaNextVideoAnyResModel,
-)
-from .modeling import (
-    register_auto_classes as _register_models,
-)
-from .processing import (
-    LlavaNextVideoAnyResImageProcessor,
-    LlavaNextVideoAnyResProcessor,
-    LlavaNextVideoAnyResVideoProcessor,
-)
-from .processing import register_auto_classes as _register_processors
+#: public name -> the submodule that defines it (imported on first access)
+_LAZY_NAMES = {
+    "LlavaNextVideoAnyResConfig": "configuration",
+    "LlavaNextVideoAnyResForConditionalGeneration": "modeling",
+    "LlavaNextVideoAnyResModel": "modeling",
+    "LlavaNextVideoAnyResImageProcessor": "processing",
+    "LlavaNextVideoAnyResProcessor": "processing",
+    "LlavaNextVideoAnyResVideoProcessor": "processing",
+}
 
-AutoConfig.register(LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True)
-_register_models()
-_register_processors()
-_register_key_mapping()  # from_pretrained reads llava-hf weight names (legacy and current layouts)
+if TYPE_CHECKING:
+    from .configuration import LlavaNextVideoAnyResConfig
+    from .modeling import LlavaNextVideoAnyResForConditionalGeneration, LlavaNextVideoAnyResModel
+    from .processing import (
+        LlavaNextVideoAnyResImageProcessor,
+        LlavaNextVideoAnyResProcessor,
+        LlavaNextVideoAnyResVideoProcessor,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public class from its submodule on first access (``llava_next_video_hf.LlavaNext...``)."""
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})
+
+
+_register_when_transformers_loads()
 
 __all__ = [
     "ContextLengthError",

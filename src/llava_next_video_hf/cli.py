@@ -1,7 +1,9 @@
 """``llava-next-video``: answer questions about videos, and convert, publish and fine-tune checkpoints.
 
 Exit codes: 0 ok, 1 failure (a clear message on stderr), 2 usage error (argparse).
-Each subcommand lives next to the code it drives and registers itself through ``add_cli``.
+Each subcommand lives next to the code it drives and registers itself through ``add_cli``;
+:data:`COMMANDS` lists them, and only the module of the command being run is imported (``--help``
+imports none of them, hence neither torch nor transformers).
 """
 
 from __future__ import annotations
@@ -16,12 +18,23 @@ from pathlib import Path
 
 from .errors import LlavaNextVideoError
 
-# modules that contribute a subcommand through ``add_cli(subparsers)``
-_SUBCOMMAND_MODULES = ("convert", "hub_cards", "train")
+#: The command table: name -> (module whose ``add_cli(subparsers)`` adds it, one-line help for the
+#: top-level listing). The module is imported only when its command runs (or ``COMMAND --help``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("cli", "answer a question about a video (and/or images)"),
+    "demo": ("cli", "the main job on the embedded tiny checkpoint and a synthetic clip"),
+    "convert": (
+        "convert",
+        "convert llava-hf, LLaVA-NeXT image or original lmms-lab checkpoints to this package's format",
+    ),
+    "export": ("hub_cards", "write a Hub-ready folder: checkpoint + model card + remote code"),
+    "publish": ("hub_cards", "check an exported folder and upload it to the Hugging Face Hub"),
+    "train": ("train", "fine-tune a checkpoint on video conversations (SFT) or preference pairs (DPO)"),
+}
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="answer a question about a video (and/or images)")
+    p = sub.add_parser("generate", help=COMMANDS["generate"][1])
     p.add_argument("model", help="checkpoint folder (or Hub id when online)")
     p.add_argument("--video", help="video path, URL or '-' for stdin bytes")
     p.add_argument("--image", action="append", default=[], help="image path (repeatable)")
@@ -120,7 +133,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job on the embedded tiny checkpoint and a synthetic clip")
+    p = sub.add_parser("demo", help=COMMANDS["demo"][1])
     p.add_argument("--engine", choices=("hf", "vllm", "both"), default="both")
     p.set_defaults(func=_run_demo)
 
@@ -168,23 +181,45 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``llava-next-video`` argument parser with every subcommand."""
+def add_cli(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands (``generate``, ``demo``) to the ``llava-next-video`` parser."""
+    _add_generate(sub)
+    _add_demo(sub)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``llava-next-video`` argument parser.
+
+    Without ``command``, every subcommand is complete (every module in :data:`COMMANDS` is imported).
+    With ``command``, only that command's module is imported and its arguments added; the other
+    commands are listed by name and help only (enough for the top-level ``--help`` and usage errors).
+    """
     parser = argparse.ArgumentParser(
         prog="llava-next-video",
         description="Answer questions about videos with LLaVA-NeXT-Video; convert, export, publish and fine-tune.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_generate(sub)
-    _add_demo(sub)
-    for name in _SUBCOMMAND_MODULES:
-        importlib.import_module(f"{__package__}.{name}").add_cli(sub)
+    modules = dict.fromkeys(module for module, _ in COMMANDS.values())
+    if command is not None:
+        modules = {COMMANDS[command][0]: None} if command in COMMANDS else {}
+    for module in modules:
+        add = add_cli if module == "cli" else importlib.import_module(f"{__package__}.{module}").add_cli
+        add(sub)
+    for name, (_, help_) in COMMANDS.items():
+        if name not in sub.choices:  # listed, not loaded
+            sub.add_parser(name, help=help_)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str:
+    """The subcommand named in ``argv`` (the first argument that is not an option), or ``""``."""
+    return next((arg for arg in argv if not arg.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except LlavaNextVideoError as err:
