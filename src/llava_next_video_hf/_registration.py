@@ -50,7 +50,9 @@ def register() -> None:
             from .modeling import register_auto_classes as register_models
             from .processing import register_auto_classes as register_processors
 
-            AutoConfig.register(LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True)
+            AutoConfig.register(
+                LlavaNextVideoAnyResConfig.model_type, LlavaNextVideoAnyResConfig, exist_ok=True
+            )
             register_models()
             register_processors()
             register_key_mapping()  # from_pretrained reads llava-hf weight names (legacy and current layouts)
