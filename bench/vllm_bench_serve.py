@@ -107,7 +107,13 @@ def bench_hf(ckpt: Path, clips: list[Path], questions: list[str], frames: int, n
             .numpy()
             for i in batch
         ]  # (T, H, W, 3) uint8
-        inputs = processor(text=texts, videos=videos, padding=True, return_tensors="pt")
+        # the rendered template starts with BOS already: tokenize without adding a second one (as the
+        # chat template path and the server do)
+        bos = processor.tokenizer.bos_token
+        special = not (bos is not None and texts[0].startswith(bos))
+        inputs = processor(
+            text=texts, videos=videos, padding=True, return_tensors="pt", add_special_tokens=special
+        )
         clock = StepClock()
         with torch.inference_mode():
             out = model.generate(
@@ -264,7 +270,8 @@ def main() -> int:
         },
     }  # fmt: skip
     # the same requests on both sides: vLLM's prompt token counts (video tokens included) are ours
-    same_prompts = vllm.get("input_lens") == hf["prompt_lens"]
+    # (sorted: the sharegpt dataset shuffles the requests)
+    same_prompts = sorted(vllm.get("input_lens", [])) == sorted(hf["prompt_lens"])
     print(
         f"\n{n} concurrent video requests x {args.frames} frames, {args.new_tokens} new tokens each, float32, greedy"
     )
