@@ -165,3 +165,22 @@ def test_command_table_matches_the_full_parser():
         assert len(chosen._actions) > 1, f"{name}: {module}.add_cli did not add its arguments"
     stubs = next(a for a in cli.build_parser("")._actions if a.dest == "command").choices
     assert list(stubs) == list(cli.COMMANDS)
+
+
+@pytest.mark.vllm
+def test_vllm_plugin_register_imports_only_what_registration_needs():
+    """vLLM calls ``register()`` in every process it starts: the model module stays lazy (vLLM imports
+    it when it builds the model) and nothing of the CLI, training or Hub code comes along."""
+    code = """
+        import json, sys
+        from llava_next_video_hf.vllm_plugin import register
+        register()
+        from vllm import ModelRegistry
+        from llava_next_video_hf.vllm_plugin import ARCHITECTURE
+        assert ARCHITECTURE in ModelRegistry.get_supported_archs()
+        print(json.dumps(sorted(name for name in sys.modules if name.startswith("llava_next_video_hf"))))
+    """
+    loaded = set(json.loads(_run(code).stdout.strip().splitlines()[-1]))
+    unused = {"vllm_plugin.model", "vllm_plugin.offline", "cli", "train", "hub_cards", "tasks", "synthetic"}
+    assert not {f"llava_next_video_hf.{name}" for name in unused} & loaded
+    assert "llava_next_video_hf.configuration" in loaded
