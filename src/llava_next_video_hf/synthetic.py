@@ -13,6 +13,7 @@ of the luma plane are rewritten before ``av.VideoFrame.from_ndarray`` copies the
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -147,6 +148,10 @@ def _encode(
     bframes: int,
     crf: int,
     faststart: bool,
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    first_index: int = 0,
+    rotation: int = 0,
 ) -> None:
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -158,6 +163,18 @@ def _encode(
         gop = max(1, round(2 * float(rate)))
     if gop < 1:
         raise ValueError(f"gop must be >= 1, got {gop}")
+    if first_index < 0:
+        raise ValueError(f"first_index must be >= 0, got {first_index}")
+    if pts is not None:
+        pts = [int(p) for p in pts]
+        if len(pts) != num_frames:
+            raise ValueError(f"pts has {len(pts)} entries for {num_frames} frames")
+        if any(b < a for a, b in zip(pts, pts[1:], strict=False)):
+            raise ValueError("pts must be non-decreasing (frame i is the i-th frame shown)")
+        if bframes:
+            raise ValueError("explicit pts need bframes=0 (packets are then in presentation order)")
+        if time_base is None:
+            raise ValueError("explicit pts need a time_base")
 
     # Background converted to yuv420p once, with the same converter the encoder path would use.
     bg_rgb = _background(height, width, seed)
@@ -183,6 +200,9 @@ def _encode(
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
+        if rotation:
+            # Display matrix side data (mp4/mov write it to the track header, as phones do).
+            stream.set_display_rotation(rotation)
         if encoder == "libx264":
             stream.options = {
                 "preset": "ultrafast",
@@ -191,16 +211,25 @@ def _encode(
             }
         else:
             stream.codec_context.max_b_frames = bframes
-        time_base = Fraction(1, 1) / rate
+        if pts is not None:
+            stream.time_base = time_base
+
+        def mux(packets: list[av.Packet]) -> None:
+            for packet in packets:
+                if pts is not None:
+                    # No B-frames: packets come in presentation order with pts == dts == i.
+                    packet.pts = packet.dts = pts[packet.pts]
+                    packet.time_base = time_base
+                container.mux(packet)
+
+        encoder_tb = Fraction(1, 1) / rate
         for i in range(num_frames):
-            y_grid[:] = np.repeat(np.repeat(lut[_bits_grid(i)], cell, axis=0), cell, axis=1)
+            y_grid[:] = np.repeat(np.repeat(lut[_bits_grid(first_index + i)], cell, axis=0), cell, axis=1)
             frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
             frame.pts = i
-            frame.time_base = time_base
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+            frame.time_base = encoder_tb
+            mux(stream.encode(frame))
+        mux(stream.encode(None))
     finally:
         container.close()
 
@@ -218,6 +247,10 @@ def make_video(
     bframes: int = 0,
     crf: int = 23,
     faststart: bool = False,
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    first_index: int = 0,
+    rotation: int = 0,
 ) -> Path:
     """Write a synthetic clip (H.264 ``yuv420p`` by default) whose frames carry their index.
 
@@ -236,6 +269,14 @@ def make_video(
         bframes: number of consecutive B-frames (0 = none, the ``ultrafast`` default).
         crf: libx264 constant rate factor (quality).
         faststart: put the mp4 index (``moov``) at the start of the file.
+        pts: explicit presentation timestamps (in ``time_base`` units), one per frame and
+            non-decreasing, for variable frame rates, duplicate timestamps, gaps or a late
+            start; needs ``bframes=0``. The container may round them to its own time base.
+        time_base: unit of ``pts``.
+        first_index: index carried by the first frame (frame ``i`` carries
+            ``first_index + i``), to build parts that are concatenated later.
+        rotation: display rotation in degrees, stored as display-matrix side data (mp4/mov
+            write it to the track header), counterclockwise as FFmpeg defines it.
 
     Returns:
         The path written.
@@ -254,6 +295,10 @@ def make_video(
         bframes=bframes,
         crf=crf,
         faststart=faststart,
+        pts=pts,
+        time_base=time_base,
+        first_index=first_index,
+        rotation=rotation,
     )
     return path
 
@@ -270,6 +315,10 @@ def make_video_bytes(
     bframes: int = 0,
     crf: int = 23,
     container_format: str = "mp4",
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    first_index: int = 0,
+    rotation: int = 0,
 ) -> bytes:
     """Same as :func:`make_video`, but returns the encoded file's bytes (mp4 by default)."""
     buf = io.BytesIO()
@@ -286,5 +335,9 @@ def make_video_bytes(
         bframes=bframes,
         crf=crf,
         faststart=False,
+        pts=pts,
+        time_base=time_base,
+        first_index=first_index,
+        rotation=rotation,
     )
     return buf.getvalue()

@@ -31,10 +31,12 @@ from __future__ import annotations
 import io
 import math
 import os
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
@@ -115,6 +117,11 @@ class VideoMetadata:
     container_format: str | None = None
     fallback_reason: str | None = None
     video_backend: str = field(default="pyav")
+    index: str | None = None
+    rotation: int = 0
+    resized_frames: int = 0
+    segments: int = 1
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The metadata as a plain (JSON-serialisable) dict."""
@@ -480,10 +487,21 @@ class _SeekUnreliable(Exception):
     """Seeking gave results that cannot be trusted; decode sequentially instead."""
 
 
+#: Frames that one seek is worth: decoding forward is preferred while it costs fewer frames.
+_SEEK_COST_FRAMES = 8
+#: Below this many frames to decode, one thread does the work (a thread and a container cost more).
+_MIN_FRAMES_PER_THREAD = 48
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class _StreamInfo:
-    total: int
-    total_is_estimate: bool
     fps: float | None
     duration: float | None
     width: int
@@ -492,11 +510,19 @@ class _StreamInfo:
     start_pts: int
     codec: str | None
     container_format: str | None
-    seekable: bool
+    header_frames: int
+    reorders: bool
+    ts_discont: bool
+    byte_seek: bool
 
 
 class _Output:
-    """Preallocated result; frames are converted to RGB only when kept."""
+    """Preallocated result; frames are converted to RGB (and rotated) only when kept.
+
+    Frames whose size differs from the stream's (a mid-stream resolution change) are scaled to
+    it; frames carrying a display matrix are rotated as FFmpeg's players show them. Several
+    decoding threads may ``put`` at once (each into its own rows).
+    """
 
     def __init__(self, indices: list[int], width: int, height: int, desc: str):
         self.desc = desc
@@ -505,29 +531,67 @@ class _Output:
         for pos, index in enumerate(indices):
             self.positions.setdefault(index, []).append(pos)
         self.targets = sorted(self.positions)
-        self.width = width
+        self.width = width  # decoded (coded) size frames are scaled to
         self.height = height
         self.array: np.ndarray | None = None
+        self.rotation: int | None = None
+        self.resized = 0
         self.used_indices: list[int] = list(indices)
         self.times: list[float | None] = [None] * len(indices)
+        self._lock = threading.Lock()
         if width and height:
             _check_output(len(indices), height, width, desc)
+
+    def _allocate(self, frame: Any) -> None:
+        with self._lock:
+            if self.array is not None:
+                return
+            if not (self.width and self.height):
+                self.width, self.height = frame.width, frame.height
+                _check_output(len(self.indices), self.height, self.width, self.desc)
+            rotation = _frame_rotation(frame)
+            shape = (self.width, self.height) if rotation in (90, 270) else (self.height, self.width)
+            self.array = np.empty((len(self.indices), *shape, 3), dtype=np.uint8)
+            self.rotation = rotation
 
     def put(self, target: int, frame: Any, actual_index: int, time: float | None) -> None:
         _check_pixels(frame.width, frame.height, self.desc)
         if self.array is None:
-            if not (self.width and self.height):
-                self.width, self.height = frame.width, frame.height
-                _check_output(len(self.indices), self.height, self.width, self.desc)
-            self.array = np.empty((len(self.indices), self.height, self.width, 3), dtype=np.uint8)
+            self._allocate(frame)
+        assert self.array is not None
         if (frame.width, frame.height) != (self.width, self.height):
             rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+            with self._lock:
+                self.resized += len(self.positions[target])
         else:
             rgb = frame.to_ndarray(format="rgb24")
+        rotation = _frame_rotation(frame)
+        if rotation != self.rotation:
+            raise VideoLoadError(
+                f"{self.desc}: the display rotation changes mid-stream ({self.rotation} -> {rotation} "
+                f"degrees at frame {actual_index}); not supported"
+            )
+        if rotation:
+            rgb = np.rot90(rgb, k=rotation // 90)
         for pos in self.positions[target]:
             self.array[pos] = rgb
             self.used_indices[pos] = actual_index
             self.times[pos] = time
+
+
+def _frame_rotation(frame: Any) -> int:
+    """Counterclockwise display rotation of ``frame`` (0, 90, 180 or 270), from its display matrix.
+
+    Angles that are not a multiple of 90 degrees are not applied (0 is returned).
+    """
+    try:
+        angle = frame.rotation
+    except (AttributeError, ValueError):  # pragma: no cover - PyAV without display matrices
+        return 0
+    if not angle or not math.isfinite(angle):
+        return 0
+    angle = int(round(angle)) % 360
+    return angle if angle in (90, 180, 270) else 0
 
 
 def _stream_info(container: Any, stream: Any, source: _Source) -> _StreamInfo:
@@ -540,14 +604,15 @@ def _stream_info(container: Any, stream: Any, source: _Source) -> _StreamInfo:
         )
     width, height = int(stream.width or 0), int(stream.height or 0)
     _check_pixels(width, height, desc)
-    has_timing = bool(stream.frames or stream.duration or container.duration)
-    # average_rate maps pts to frame indices in timed containers; raw streams (no timestamps) get
-    # FFmpeg's default 25 there, while guessed_rate reads the codec's own timing info.
-    if has_timing:
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    # average_rate (frames / duration) is the rate of a constant-rate clip; with variable rates or
+    # timestamp gaps it drifts from guessed_rate (FFmpeg's estimate of the nominal rate), which is
+    # then the better frame rate. Raw streams without timestamps get a default 25 in average_rate.
+    average = float(stream.average_rate) if stream.average_rate else None
+    guessed = float(stream.guessed_rate) if stream.guessed_rate else None
+    if average and guessed and abs(average / guessed - 1) > 0.01:
+        fps = guessed
     else:
-        rate = stream.guessed_rate or stream.average_rate or stream.base_rate
-    fps = float(rate) if rate else None
+        fps = average or guessed or (float(stream.base_rate) if stream.base_rate else None)
     if fps is not None and (not math.isfinite(fps) or fps <= 0 or fps > 10_000):
         fps = None
     time_base = float(stream.time_base) if stream.time_base else None
@@ -557,15 +622,8 @@ def _stream_info(container: Any, stream: Any, source: _Source) -> _StreamInfo:
         duration = float(stream.duration) * time_base
     elif container.duration and container.duration > 0:
         duration = container.duration / av.time_base
-    total, estimate = int(stream.frames or 0), False
-    if total <= 0 and duration and fps:
-        total, estimate = int(round(duration * fps)), True
-    if total > 0 and duration is None and fps:
-        duration = total / fps
-    seekable = bool(stream.frames and stream.frames > 0 or estimate) and bool(fps) and bool(time_base)
+    flags = int(container.format.flags) if container.format is not None else 0
     return _StreamInfo(
-        total=max(total, 0),
-        total_is_estimate=estimate,
         fps=fps,
         duration=duration,
         width=width,
@@ -574,7 +632,10 @@ def _stream_info(container: Any, stream: Any, source: _Source) -> _StreamInfo:
         start_pts=start_pts,
         codec=codec,
         container_format=fmt,
-        seekable=seekable,
+        header_frames=max(int(stream.frames or 0), 0),
+        reorders=bool(stream.codec_context.has_b_frames),
+        ts_discont=bool(flags & int(av.format.Flags.ts_discont.value)),
+        byte_seek=not flags & int(av.format.Flags.no_byte_seek.value),
     )
 
 
@@ -591,6 +652,173 @@ def _truncated(desc: str, readable: int, total: int, target: int, error: str | N
     )
 
 
+# ----------------------------------------------------------------- presentation-order indexes
+#
+# Frame ``i`` is the i-th frame shown (presentation order). An index maps ``i`` to the
+# timestamp the decoder gives that frame and to the keyframe decoding must start from, so that
+# every decoded frame can be checked against it; any disagreement makes the seek path give up.
+
+
+class _ContainerIndex:
+    """The container's own sample table (mp4/mov), used when decode order is presentation order.
+
+    Needs no pass over the file: FFmpeg reads the table with the header. Used only for streams
+    without frame reordering whose table lists every frame; decoded timestamps must equal the
+    table's, which the decoding loop checks frame by frame.
+    """
+
+    kind = "container"
+    segments = 1
+
+    def __init__(self, container: Any, stream: Any, time_base: float):
+        self.container = container  # kept open while the entries are in use (closed by the caller)
+        self.entries = stream.index_entries
+        self.total = len(self.entries)
+        self.time_base = time_base
+        self.t0 = self.entries[0].timestamp
+
+    def key_before(self, t: int) -> int | None:
+        k = self.entries.search_timestamp(self.entries[t].timestamp, backward=True)
+        return k if 0 <= k <= t else None
+
+    def expected_pts(self, i: int) -> int:
+        return self.entries[i].timestamp
+
+    def time_of(self, i: int) -> float:
+        return (self.entries[i].timestamp - self.t0) * self.time_base
+
+    def seek(self, container: Any, stream: Any, k: int) -> None:
+        container.seek(self.entries[k].timestamp, stream=stream, backward=True)
+
+    def identify_key(self, pts: int, k: int) -> int | None:
+        r = self.entries.search_timestamp(pts, backward=True, any_frame=True)
+        return r if r >= 0 and self.entries[r].timestamp == pts else None
+
+
+class _PacketIndex:
+    """Presentation order built by one demuxing pass over the packets (no decoding).
+
+    Packets are sorted by (segment, pts, decode order): a segment starts where the decoding
+    timestamps of a format that allows discontinuities (MPEG-TS) jump back, as in
+    concatenated files; equal timestamps keep their decode order. Timestamps relative to the
+    start are continuous across segments. Seeks go by byte position when there are several
+    segments (timestamps then repeat), by timestamp otherwise.
+    """
+
+    kind = "packets"
+
+    def __init__(
+        self,
+        pts: list[int],
+        dts: list[int | None],
+        keys: list[bool],
+        pos: list[int],
+        time_base: float,
+        ts_discont: bool,
+        byte_seek: bool,
+    ):
+        n = len(pts)
+        pts_arr = np.asarray(pts, dtype=np.int64)
+        dts_arr = np.asarray([d if d is not None else p for d, p in zip(dts, pts, strict=True)], dtype=np.int64)
+        segment = np.zeros(n, dtype=np.int64)
+        if ts_discont and n > 1:
+            segment[1:] = np.cumsum(np.diff(dts_arr) < 0)
+        order = np.lexsort((np.arange(n), pts_arr, segment))
+        self.total = n
+        self.time_base = time_base
+        self.pts = pts_arr[order]
+        self.segment = segment[order]
+        self.segments = int(self.segment[-1]) + 1 if n else 0
+        key_dec = np.asarray(keys, dtype=bool)
+        key_pres = key_dec[order]
+        self.keys = np.flatnonzero(key_pres)  # presentation indices of keyframes, sorted
+        seek_ts = np.minimum(pts_arr, dts_arr)[order]
+        self.key_seek_ts = seek_ts[self.keys]
+        self.key_pos = np.asarray(pos, dtype=np.int64)[order][self.keys]
+        self.byte_seek = self.segments > 1
+        if self.byte_seek and (not byte_seek or (self.key_pos < 0).any()):
+            raise _NoIndex("timestamps restart mid-stream and the format cannot seek by byte position")
+        self.key_by_pts: dict[int, list[int]] = {}
+        for k in self.keys.tolist():
+            self.key_by_pts.setdefault(int(self.pts[k]), []).append(k)
+        # Seconds from the start, continuous across segments.
+        times = np.empty(n, dtype=np.float64)
+        offset = 0.0
+        for s in range(self.segments):
+            sel = np.flatnonzero(self.segment == s)
+            seg_pts = self.pts[sel]
+            steps = np.diff(seg_pts)
+            steps = steps[steps > 0]
+            step = float(np.median(steps)) if steps.size else 0.0
+            times[sel] = offset + (seg_pts - seg_pts[0]) * time_base
+            offset += float(seg_pts[-1] - seg_pts[0] + step) * time_base
+        self.times = times
+        self.duration = offset
+
+    def key_before(self, t: int) -> int | None:
+        i = int(np.searchsorted(self.keys, t, side="right")) - 1
+        return int(self.keys[i]) if i >= 0 else None
+
+    def expected_pts(self, i: int) -> int:
+        return int(self.pts[i])
+
+    def time_of(self, i: int) -> float:
+        return float(self.times[i])
+
+    def _key_slot(self, k: int) -> int:
+        return int(np.searchsorted(self.keys, k))
+
+    def seek(self, container: Any, stream: Any, k: int) -> None:
+        slot = self._key_slot(k)
+        if self.byte_seek:
+            container.seek(int(self.key_pos[slot]), unsupported_byte_offset=True)
+        else:
+            container.seek(int(self.key_seek_ts[slot]), stream=stream, backward=True)
+
+    def identify_key(self, pts: int, k: int) -> int | None:
+        if self.byte_seek:
+            return k if pts == self.pts[k] else None
+        found = self.key_by_pts.get(pts, [])
+        return found[0] if len(found) == 1 else None
+
+
+_Index = _ContainerIndex | _PacketIndex
+
+
+class _NoIndex(Exception):
+    """The file's frames cannot be put in presentation order without decoding them."""
+
+
+def _scan_packets(container: Any, stream: Any, info: _StreamInfo) -> _PacketIndex:
+    """One demuxing pass (no decoding) over the video packets."""
+    pts: list[int] = []
+    dts: list[int | None] = []
+    keys: list[bool] = []
+    pos: list[int] = []
+    missing = 0
+    for packet in container.demux(stream):
+        if not packet.size:
+            continue
+        if packet.pts is None:
+            missing += 1
+            pts.append(0)
+        else:
+            pts.append(packet.pts)
+        dts.append(packet.dts)
+        keys.append(packet.is_keyframe)
+        pos.append(packet.pos if packet.pos is not None else -1)
+    if not pts:
+        raise VideoLoadError("zero frames (the video stream holds no packets)")
+    if missing:
+        raise _NoIndex(f"{missing} of {len(pts)} packets have no pts", len(pts))
+    if not info.time_base:
+        raise _NoIndex("the stream has no time base", len(pts))
+    try:
+        return _PacketIndex(pts, dts, keys, pos, info.time_base, info.ts_discont, info.byte_seek)
+    except _NoIndex as exc:
+        raise _NoIndex(str(exc), len(pts)) from None
+
+
 class _Decoder:
     """Decodes the sampled frames of one encoded source."""
 
@@ -599,6 +827,8 @@ class _Decoder:
         self.frames_decoded = 0
         self.seeks = 0
         self.fresh: tuple[Any, Any] | None = None
+        self.index_container: Any = None
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close a container opened but never used."""
@@ -606,36 +836,50 @@ class _Decoder:
             self.fresh[0].close()
             self.fresh = None
 
-    def _open_stream(self) -> tuple[Any, Any]:
-        if self.fresh is not None:  # opened by the caller and not read from yet
+    def close_all(self) -> None:
+        """Close every container still open (the one the container index reads from too)."""
+        self.close()
+        if self.index_container is not None:
+            self.index_container.close()
+            self.index_container = None
+
+    def _open_stream(self, codec_threads: int = 0) -> tuple[Any, Any]:
+        with self._lock:
             opened, self.fresh = self.fresh, None
-            return opened
-        container = self.source.open()
-        if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            container.close()
-            raise VideoLoadError(f"{self.source.desc}: no video stream (streams found: {', '.join(kinds)})")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if opened is not None:  # opened by the caller and not read from yet
+            container, stream = opened
+        else:
+            container = self.source.open()
+            if not container.streams.video:
+                kinds = sorted({s.type for s in container.streams}) or ["none"]
+                container.close()
+                raise VideoLoadError(
+                    f"{self.source.desc}: no video stream (streams found: {', '.join(kinds)})"
+                )
+            stream = container.streams.video[0]
+        if codec_threads == 1:
+            stream.thread_type = "NONE"
+            stream.thread_count = 1
+        else:
+            stream.thread_type = "AUTO"
         return container, stream
 
-    def _count_packets(self) -> int:
-        container, stream = self._open_stream()
-        try:
-            return sum(1 for packet in container.demux(stream) if packet.size)
-        finally:
-            container.close()
+    def _count(self, decoded: int, seeks: int) -> None:
+        with self._lock:
+            self.frames_decoded += decoded
+            self.seeks += seeks
 
     # -- sequential ---------------------------------------------------------------------------
 
-    def sequential(self, out: _Output, total: int) -> None:
-        """Decode from the start in decode order, keeping only the sampled frames."""
+    def sequential(self, out: _Output, total: int, index: _Index | None) -> None:
+        """Decode from the start, keeping only the sampled frames: frame i = the i-th one out."""
         container, stream = self._open_stream()
+        decoded = 0
         try:
             remaining = list(out.targets)
             wanted = set(remaining)
             last_target = remaining[-1]
-            index = -1
+            index_i = -1
             last_frame = None
             error = None
             frames = container.decode(stream)
@@ -647,15 +891,16 @@ class _Decoder:
                 except (av.FFmpegError, OSError) as exc:
                     error = _reason(exc)
                     break
-                index += 1
-                self.frames_decoded += 1
+                index_i += 1
+                decoded += 1
                 last_frame = frame
-                if index in wanted:
-                    out.put(index, frame, index, None)
-                    wanted.discard(index)
-                    if index >= last_target:
+                if index_i in wanted:
+                    time = index.time_of(index_i) if index is not None and index_i < index.total else None
+                    out.put(index_i, frame, index_i, time)
+                    wanted.discard(index_i)
+                    if index_i >= last_target:
                         break
-            readable = index + 1
+            readable = index_i + 1
             if wanted:
                 missing = sorted(wanted)
                 if readable == 0:
@@ -670,138 +915,137 @@ class _Decoder:
                 for target in missing:
                     out.put(target, last_frame, readable - 1, None)
         finally:
+            self._count(decoded, 0)
             container.close()
 
     # -- seeking ------------------------------------------------------------------------------
 
-    def seek_decode(self, out: _Output, info: _StreamInfo) -> None:
-        """Seek to each sampled frame (or decode forward when it is close); see the module doc."""
-        assert info.fps and info.time_base
-        fps, tb, start = info.fps, info.time_base, info.start_pts
-        container, stream = self._open_stream()
+    def plan(self, index: _Index, targets: list[int]) -> tuple[list[int], list[bool]]:
+        """Frames each target costs and whether reaching it starts with a seek (one decoder)."""
+        costs, seeks = [], []
+        cursor: int | None = None
+        for t in targets:
+            k = index.key_before(t)
+            start = 0 if k is None else k
+            seek_cost = t - start + 1 + _SEEK_COST_FRAMES
+            forward = t - cursor if cursor is not None else None
+            if forward is not None and forward <= seek_cost:
+                costs.append(forward)
+                seeks.append(False)
+            else:
+                costs.append(t - start + 1)
+                seeks.append(True)
+            cursor = t
+        return costs, seeks
 
-        def to_index(pts: int) -> int:
-            return int(round((pts - start) * tb * fps))
-
-        def to_pts(index: int) -> int:
-            return start + int(round(index / fps / tb))
-
+    def decode_group(self, out: _Output, index: _Index, targets: list[int], codec_threads: int) -> None:
+        """Decode ``targets`` (sorted) with one container: seek to the keyframe before a target
+        (or decode forward when that is cheaper), then count frames up to it, checking each
+        frame's timestamp against the index."""
+        container, stream = self._open_stream(codec_threads)
         frames: Iterator[Any] | None = None
-        last = None  # (index, frame): last frame pulled with index <= current target
-        pending = None  # (index, frame): frame pulled past the previous target
-        prev_pulled: int | None = None
-        last_key: int | None = None
-        gop = 0
-        window = max(1, int(round(fps)))
-        eof = False
-        tolerance = _tail_tolerance(info.total)
+        cursor = -1  # presentation index of ``current``
+        current: Any = None
+        decoded = seeks = 0
 
-        def pull() -> tuple[int, Any] | None:
-            nonlocal prev_pulled, last_key, gop, eof
+        def pull() -> Any:
+            nonlocal decoded
             assert frames is not None
             try:
                 frame = next(frames)
             except StopIteration:
-                eof = True
-                return None
+                raise _SeekUnreliable(
+                    f"the stream ends after frame {cursor}, the index lists {index.total} frames"
+                ) from None
             except (av.FFmpegError, OSError) as exc:
-                raise _SeekUnreliable(f"decoding failed after a seek ({_reason(exc)})") from exc
-            self.frames_decoded += 1
+                raise _SeekUnreliable(f"decoding failed after frame {cursor} ({_reason(exc)})") from exc
+            decoded += 1
             if frame.pts is None:
                 raise _SeekUnreliable("decoded frames have no pts")
-            index = to_index(frame.pts)
-            if prev_pulled is not None and index < prev_pulled:
-                raise _SeekUnreliable("pts go backwards")
-            prev_pulled = index
-            if frame.key_frame:
-                if last_key is not None and index > last_key:
-                    gop = max(gop, index - last_key)
-                last_key = index
-            return index, frame
+            return frame
 
-        def seek_to(index: int) -> None:
-            nonlocal frames, last, pending, prev_pulled, last_key, eof
-            try:
-                container.seek(max(to_pts(index), start), stream=stream, backward=True, any_frame=False)
-            except (av.FFmpegError, OSError) as exc:
-                raise _SeekUnreliable(f"seek failed ({_reason(exc)})") from exc
-            self.seeks += 1
-            frames = iter(container.decode(stream))
-            last = pending = None
-            prev_pulled = last_key = None
-            eof = False
-
-        def restart() -> tuple[int, Any] | None:
-            """Reopen the source and decode from its first frame (no seek)."""
-            nonlocal container, stream, frames, last, pending, prev_pulled, last_key, eof
-            if frames is not None:
-                container.close()
-                container, stream = self._open_stream()
-            frames = iter(container.decode(stream))
-            last = pending = None
-            prev_pulled = last_key = None
-            eof = False
-            return pull()
-
-        def seek_for(target: int) -> tuple[int, Any]:
-            """Seek so that the first decoded frame is at or before ``target``; return that frame."""
-            nonlocal gop
-            back = 0
-            first = None
-            for attempt in range(4):
-                seek_to(target - back)
-                first = pull()
-                if first is not None and first[0] <= target:
-                    if back == 0:  # landed on the keyframe before the target: a lower bound on the GOP
-                        gop = max(gop, target - first[0] + 1)
-                    return first
-                if target - back <= 0:
-                    break
-                # Landed after the target (or at the end of the data): retry further back.
-                back = min(target, max(gop, window) * 2 ** (attempt + 1))
-            if target <= 4 * max(gop, window):
-                # Seeking near the start can miss the first keyframe (B-frame delays): start over.
-                first = restart()
-                if first is not None and first[0] <= target:
-                    return first
-            if first is None:
-                raise _SeekUnreliable(f"no frame decodes after seeking to frame {target}")
-            raise _SeekUnreliable(f"seeking to frame {target} lands after it (at frame {first[0]})")
+        def advance() -> None:
+            nonlocal cursor, current
+            frame = pull()
+            cursor += 1
+            expected = index.expected_pts(cursor)
+            if frame.pts != expected:
+                raise _SeekUnreliable(
+                    f"decoded frame {cursor} has pts {frame.pts}, the {index.kind} index says {expected}"
+                )
+            current = frame
 
         try:
-            # Decode the first frame without seeking: it must map to frame 0, or pts -> index is off.
-            pending = restart()
-            if pending is None:
-                raise _SeekUnreliable("no frame decodes from the start of the stream")
-            if pending[0] != 0:
-                raise _SeekUnreliable(f"the first frame's pts maps to frame {pending[0]}, not 0")
-            for target in out.targets:
-                position = pending[0] if pending else (last[0] if last else None)
-                if frames is None or position is None or eof or target - position > max(gop, window):
-                    pending = seek_for(target)
-                while True:
-                    item = pending if pending is not None else pull()
-                    pending = None
-                    if item is None:
-                        break
-                    if item[0] <= target:
-                        last = item
-                        if item[0] == target:
-                            break
-                    else:
-                        pending = item
-                        break
-                if last is None or (eof and last[0] < target):
-                    if last is not None and info.total - tolerance <= last[0] + 1 and target >= last[0]:
-                        # The frame count overstated the stream's length slightly: use its last frame.
-                        out.put(target, last[1], last[0], (last[1].pts - start) * tb)
-                        continue
-                    raise _SeekUnreliable(
-                        f"frame {target} not found (stream ends at frame {last and last[0]})"
-                    )
-                out.put(target, last[1], last[0], (last[1].pts - start) * tb)
+            for t in targets:
+                k = index.key_before(t)
+                start = 0 if k is None else k
+                seek_cost = t - start + 1 + _SEEK_COST_FRAMES
+                if frames is not None and cursor < t and t - cursor <= seek_cost:
+                    pass  # decode forward from the current position
+                elif k is None or k == 0:
+                    if frames is not None:  # decode from the very start, without seeking
+                        container.close()
+                        container, stream = self._open_stream(codec_threads)
+                    frames = iter(container.decode(stream))
+                    cursor, current = -1, None
+                else:
+                    try:
+                        index.seek(container, stream, k)
+                    except (av.FFmpegError, OSError) as exc:
+                        raise _SeekUnreliable(f"seek failed ({_reason(exc)})") from exc
+                    seeks += 1
+                    frames = iter(container.decode(stream))
+                    # Frames shown before the keyframe (open-GOP leading frames) come out first.
+                    frame = pull()
+                    while not frame.key_frame:
+                        frame = pull()
+                    landed = index.identify_key(frame.pts, k)
+                    if landed is None or landed > k:
+                        raise _SeekUnreliable(
+                            f"seeking to frame {k} lands on a keyframe with pts {frame.pts} that the "
+                            f"{index.kind} index cannot place"
+                        )
+                    cursor, current = landed, frame
+                while cursor < t:
+                    advance()
+                out.put(t, current, t, index.time_of(t))
         finally:
+            self._count(decoded, seeks)
             container.close()
+
+    def seek_decode(self, out: _Output, index: _Index, threads: int | None) -> int:
+        """Decode ``out.targets`` through the index, in contiguous groups on up to ``threads``
+        threads (each with its own container); returns the number of threads used."""
+        targets = out.targets
+        costs, seeks = self.plan(index, targets)
+        total_cost = sum(costs)
+        if threads is None:
+            threads = min(_cpu_count(), max(1, total_cost // _MIN_FRAMES_PER_THREAD))
+        if self.source.fileobj is not None:
+            threads = 1  # one file object cannot be read by several containers at once
+        groups: list[list[int]] = []
+        share = total_cost / max(1, threads)
+        acc = 0.0
+        for t, cost, seek in zip(targets, costs, seeks, strict=True):
+            if not groups or (seek and acc >= share and len(groups) < threads):
+                groups.append([])
+                acc = 0.0
+            groups[-1].append(t)
+            acc += cost
+        if len(groups) == 1:
+            self.decode_group(out, index, groups[0], codec_threads=0)
+            return 1
+        self.close()  # each group opens its own container
+        with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="video_io") as pool:
+            futures = [pool.submit(self.decode_group, out, index, g, 1) for g in groups]
+            errors = [f.exception() for f in futures]
+        for error in errors:  # a clear error first, then an unreliable seek (fall back)
+            if isinstance(error, VideoLoadError):
+                raise error
+        for error in errors:
+            if error is not None:
+                raise error
+        return len(groups)
 
 
 def _load_encoded(
@@ -810,6 +1054,7 @@ def _load_encoded(
     fps: float | None,
     max_frames: int | None,
     decode_mode: str,
+    threads: int | None,
 ) -> tuple[np.ndarray, VideoMetadata]:
     src = _encoded_source(source)
     decoder = _Decoder(src)
@@ -821,11 +1066,42 @@ def _load_encoded(
         if isinstance(exc, av.FFmpegError | OSError):
             raise VideoLoadError(f"{src.desc}: not a readable video ({_reason(exc)})") from exc
         raise
-    decoder.fresh = (container, stream)  # the first decoding pass reuses it
+    decoder.fresh = (container, stream)  # the first pass reuses it
     try:
-        return _decode_encoded(decoder, info, num_frames, fps, max_frames, decode_mode)
+        return _decode_encoded(decoder, info, num_frames, fps, max_frames, decode_mode, threads)
     finally:
-        decoder.close()
+        decoder.close_all()
+
+
+def _container_index(decoder: _Decoder, info: _StreamInfo) -> _ContainerIndex | None:
+    """The container's sample table when it can stand for presentation order, else ``None``."""
+    if decoder.fresh is None or info.reorders or not info.time_base or info.header_frames <= 0:
+        return None
+    entries = decoder.fresh[1].index_entries
+    if len(entries) != info.header_frames:
+        return None
+    if any(entries[i].is_discard for i in range(min(len(entries), 16))):
+        return None  # an edit list hides frames: let the packets tell
+    container, stream = decoder.fresh
+    decoder.fresh = None
+    decoder.index_container = container
+    return _ContainerIndex(container, stream, info.time_base)
+
+
+def _packet_index(decoder: _Decoder, info: _StreamInfo) -> tuple[_PacketIndex | None, int, str | None]:
+    """(index, packet count, why there is no index)."""
+    container, stream = decoder._open_stream()
+    try:
+        index = _scan_packets(container, stream, info)
+        return index, index.total, None
+    except _NoIndex as exc:
+        return None, exc.args[1], exc.args[0]
+    except VideoLoadError as exc:
+        raise VideoLoadError(f"{decoder.source.desc}: {exc}") from None
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoLoadError(f"{decoder.source.desc}: not a readable video ({_reason(exc)})") from exc
+    finally:
+        container.close()
 
 
 def _decode_encoded(
@@ -835,51 +1111,72 @@ def _decode_encoded(
     fps: float | None,
     max_frames: int | None,
     decode_mode: str,
+    threads: int | None,
 ) -> tuple[np.ndarray, VideoMetadata]:
     src = decoder.source
+    index: _Index | None = _container_index(decoder, info)
+    no_index_reason = None
+    if index is None:
+        index, total, no_index_reason = _packet_index(decoder, info)
+    else:
+        total = index.total
+    fallback_reason = "requested" if decode_mode == "sequential" else None
 
-    fallback_reason = None
-    if decode_mode == "sequential":
-        fallback_reason = "requested"
-    elif not info.seekable:
-        fallback_reason = "no reliable frame count, frame rate or timestamps"
-    if info.total <= 0:
-        info.total = decoder._count_packets()
-        info.total_is_estimate = False
-        if info.total == 0:
-            raise VideoLoadError(f"{src.desc}: zero frames (the video stream holds no packets)")
-        if info.duration is None and info.fps:
-            info.duration = info.total / info.fps
-
-    indices, sampling = _sample(info.total, num_frames, fps, info.fps, max_frames)
-    out = _Output(indices, info.width, info.height, src.desc)
+    def attempt(idx: _Index) -> tuple[list[int], str, _Output, int]:
+        ind, samp = _sample(idx.total, num_frames, fps, info.fps, max_frames)
+        output = _Output(ind, info.width, info.height, src.desc)
+        used = decoder.seek_decode(output, idx, threads)
+        return ind, samp, output, used
 
     mode: DecodeMode = "sequential"
-    if fallback_reason is None:
+    used_threads = 1
+    out: _Output | None = None
+    if fallback_reason is None and index is not None:
         try:
-            decoder.seek_decode(out, info)
+            indices, sampling, out, used_threads = attempt(index)
             mode = "seek"
         except _SeekUnreliable as exc:
             fallback_reason = str(exc)
-            out = _Output(indices, info.width, info.height, src.desc)
+            if index.kind == "container":
+                # The sample table and the decoded frames disagree: ask the packets.
+                container_total = index.total
+                index, total, no_index_reason = _packet_index(decoder, info)
+                if index is not None and index.total < container_total:
+                    # The data ends before the table does: decode what is there and say so.
+                    index, total = None, container_total
+                elif index is not None:
+                    try:
+                        indices, sampling, out, used_threads = attempt(index)
+                        mode, fallback_reason = "seek", None
+                    except _SeekUnreliable as exc2:
+                        fallback_reason = str(exc2)
+    if fallback_reason is None and no_index_reason is not None:
+        fallback_reason = no_index_reason
     if mode == "sequential":
-        decoder.sequential(out, info.total)
+        used_threads = 1
+        indices, sampling = _sample(total, num_frames, fps, info.fps, max_frames)
+        out = _Output(indices, info.width, info.height, src.desc)
+        decoder.sequential(out, total, index)
 
-    assert out.array is not None
+    assert out is not None and out.array is not None
     used = out.used_indices
-    if mode == "seek":
-        times = [float(t) if t is not None else i / info.fps for t, i in zip(out.times, used, strict=True)]
+    if index is not None:
+        times = [float(t) if t is not None else index.time_of(min(i, index.total - 1)) for t, i in zip(out.times, used, strict=True)]
     else:
         times = [i / info.fps for i in used] if info.fps else []
-    total = info.total
     if used and used[-1] + 1 < total and used[-1] != indices[-1]:
         total = used[-1] + 1  # the container overstated its frame count
+    duration = info.duration
+    if isinstance(index, _PacketIndex):
+        duration = index.duration
+    elif duration is None and info.fps:
+        duration = total / info.fps
     metadata = VideoMetadata(
         total_num_frames=total,
         fps=info.fps,
-        duration=info.duration,
-        width=out.width,
-        height=out.height,
+        duration=duration,
+        width=int(out.array.shape[2]),
+        height=int(out.array.shape[1]),
         frames_indices=list(used),
         timestamps=times,
         decode_mode=mode,
@@ -888,10 +1185,15 @@ def _decode_encoded(
         seeks=decoder.seeks,
         sampling=sampling,
         requested_num_frames=num_frames,
-        total_is_estimate=info.total_is_estimate,
+        total_is_estimate=False,
         codec=info.codec,
         container_format=info.container_format,
         fallback_reason=fallback_reason,
+        index=index.kind if index is not None else "decode",
+        rotation=out.rotation or 0,
+        resized_frames=out.resized,
+        segments=index.segments if index is not None else 1,
+        threads=used_threads,
     )
     return out.array, metadata
 
@@ -904,6 +1206,7 @@ def load_video(
     max_frames: int | None = None,
     source_fps: float | None = None,
     decode_mode: Literal["auto", "sequential"] = "auto",
+    threads: int | None = None,
 ) -> tuple[np.ndarray, VideoMetadata]:
     """Load a video's sampled frames as ``uint8`` RGB ``(T, H, W, 3)`` plus metadata.
 
@@ -940,6 +1243,8 @@ def load_video(
     _check_args(num_frames, fps, max_frames)
     if decode_mode not in ("auto", "sequential"):
         raise VideoLoadError(f"decode_mode must be 'auto' or 'sequential', got {decode_mode!r}")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise VideoLoadError(f"threads must be an integer >= 1 or None (automatic), got {threads!r}")
     if source_fps is not None and (
         isinstance(source_fps, bool)
         or not isinstance(source_fps, Real)
@@ -954,7 +1259,7 @@ def load_video(
     ):
         return _load_frames(source, num_frames, fps, max_frames, source_fps)
     try:
-        return _load_encoded(source, num_frames, fps, max_frames, decode_mode)
+        return _load_encoded(source, num_frames, fps, max_frames, decode_mode, threads)
     except VideoLoadError:
         raise
     except (av.FFmpegError, OSError, EOFError) as exc:
