@@ -6,6 +6,8 @@ import http.server
 import io
 import json
 import threading
+import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -200,6 +202,183 @@ def test_other_containers(tmp_path: Path, name: str, codec: str, bframes: int) -
         frames, meta = load_video(path, **kwargs)
         assert meta.frames_indices == expected == _indices_in_pixels(frames)
         assert meta.total_num_frames == 120
+
+
+# ----------------------------------------------------------------------------- real-world files
+#
+# Each clip's frame ``i`` (in the order a player shows them) carries code ``i``; the timestamps are
+# written explicitly, as phones, cameras and stream recorders do. Frame ``i`` must mean the i-th frame
+# shown, whatever the timestamps say, and the seek and sequential paths must agree on it.
+
+
+def _check_exact(
+    path: Path | bytes, total: int, n: int = 8, **kwargs: object
+) -> tuple[np.ndarray, VideoMetadata]:
+    frames, meta = load_video(path, num_frames=n, **kwargs)
+    expected = _linspace(total, n)
+    assert meta.total_num_frames == total and not meta.total_is_estimate
+    assert meta.frames_indices == expected
+    assert _indices_in_pixels(frames) == expected
+    seq_frames, seq_meta = load_video(path, num_frames=n, decode_mode="sequential")
+    assert seq_meta.decode_mode == "sequential" and seq_meta.frames_indices == expected
+    np.testing.assert_array_equal(seq_frames, frames)
+    assert seq_meta.timestamps == pytest.approx(meta.timestamps)
+    return frames, meta
+
+
+def test_variable_frame_rate_gives_the_frames_shown(tmp_path: Path) -> None:
+    # 60 frames at 30 fps, 60 at 10 fps, 60 at 60 fps (ticks of 1/15360 s).
+    steps = [512] * 60 + [1536] * 60 + [256] * 60
+    pts = np.concatenate([[0], np.cumsum(steps[:-1])]).tolist()
+    path = make_video(
+        tmp_path / "vfr.mp4",
+        num_frames=180,
+        width=W,
+        height=H,
+        gop=GOP,
+        pts=pts,
+        time_base=Fraction(1, 15360),
+    )
+    for n in (8, 13, 180):
+        frames, meta = _check_exact(path, 180, n)
+        assert meta.decode_mode == "seek" and meta.fallback_reason is None
+        assert meta.timestamps == pytest.approx([pts[i] / 15360 for i in meta.frames_indices])
+    assert meta.fps == 30.0  # the nominal rate, not frames / duration
+
+
+def test_duplicate_timestamps_keep_every_frame(tmp_path: Path) -> None:
+    pts, t = [], 0
+    for i in range(120):
+        t += 0 if i % 10 == 5 else 33  # every tenth frame repeats the previous timestamp (ms)
+        pts.append(t)
+    path = make_video(
+        tmp_path / "dup.mkv", num_frames=120, width=W, height=H, gop=GOP, pts=pts, time_base=Fraction(1, 1000)
+    )
+    for n in (8, 31, 120):
+        _, meta = _check_exact(path, 120, n)
+        assert meta.decode_mode == "seek" and meta.index == "packets"
+
+
+@pytest.mark.parametrize(("name", "ticks"), [("gap.mp4", 15360), ("gap.ts", 90000)])
+def test_timestamp_gap_is_sampled_over_the_frames_there(tmp_path: Path, name: str, ticks: int) -> None:
+    step = ticks // 30
+    pts = [i * step for i in range(60)] + [1000 * ticks + i * step for i in range(60, 120)]  # a 1000 s gap
+    path = make_video(
+        tmp_path / name, num_frames=120, width=W, height=H, gop=GOP, pts=pts, time_base=Fraction(1, ticks)
+    )
+    frames, meta = _check_exact(path, 120, 8)
+    assert meta.decode_mode == "seek"
+    assert (
+        meta.timestamps[-1] == pytest.approx(pts[119] / ticks - pts[0] / ticks, abs=0.05)
+        and meta.timestamps[-1] > 1000
+    )
+    assert meta.fps == 30.0
+
+
+def test_mkv_starting_at_ten_seconds(tmp_path: Path) -> None:
+    pts = [10_000 + round(i * 1000 / 30) for i in range(120)]
+    path = make_video(
+        tmp_path / "late.mkv",
+        num_frames=120,
+        width=W,
+        height=H,
+        gop=GOP,
+        pts=pts,
+        time_base=Fraction(1, 1000),
+    )
+    _, meta = _check_exact(path, 120, 8)
+    _check_exact(path, 120, 120)
+    assert meta.timestamps[0] == 0.0 and meta.timestamps[-1] == pytest.approx(119 / 30, abs=0.002)
+    assert meta.duration == pytest.approx(4.0, abs=0.01)
+
+
+def _ts_part(first_index: int, width: int = W, height: int = H, seed: int = 0) -> bytes:
+    return make_video_bytes(
+        num_frames=60,
+        width=width,
+        height=height,
+        gop=GOP,
+        container_format="mpegts",
+        first_index=first_index,
+        seed=seed,
+    )
+
+
+def test_concatenated_ts_files_are_sampled_over_all_parts(tmp_path: Path) -> None:
+    path = tmp_path / "cat.ts"
+    path.write_bytes(_ts_part(0) + _ts_part(60, seed=1))  # `cat a.ts b.ts`: timestamps restart
+    for n in (8, 120):
+        frames, meta = _check_exact(path, 120, n)
+        assert meta.decode_mode == "seek" and meta.segments == 2
+        assert np.all(np.diff(meta.timestamps) > 0)  # continuous across the junction
+    assert meta.duration == pytest.approx(4.0, abs=0.01)
+
+
+def test_mid_stream_resolution_change_is_scaled_to_the_first_size(tmp_path: Path) -> None:
+    path = tmp_path / "res.ts"
+    path.write_bytes(_ts_part(0) + _ts_part(60, width=2 * W, height=2 * H, seed=1))
+    frames, meta = _check_exact(path, 120, 8)
+    assert frames.shape == (8, H, W, 3)
+    assert meta.resized_frames == sum(i >= 60 for i in meta.frames_indices) == 4
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_display_rotation_is_applied(tmp_path: Path, rotation: int) -> None:
+    path = make_video(tmp_path / "rot.mp4", num_frames=60, width=W, height=H, gop=GOP, rotation=rotation)
+    frames, meta = load_video(path, num_frames=5)
+    assert meta.rotation == rotation
+    upright = (H, W) if rotation == 180 else (W, H)
+    assert frames.shape == (5, *upright, 3) and (meta.height, meta.width) == upright
+    # Undo the counterclockwise rotation: the codes then read back in the top-left corner.
+    assert [read_frame_index(np.rot90(f, k=-rotation // 90)) for f in frames] == _linspace(60, 5)
+    seq, _ = load_video(path, num_frames=5, decode_mode="sequential")
+    np.testing.assert_array_equal(seq, frames)
+    # The same picture OpenCV (vLLM's video loader) shows.
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    np.testing.assert_array_equal(bgr[..., ::-1], frames[0])
+
+
+def test_b_frames_in_mp4_are_indexed_from_the_packets(tmp_path: Path) -> None:
+    path = make_video(tmp_path / "b.mp4", num_frames=120, width=W, height=H, gop=GOP, bframes=2)
+    _, meta = _check_exact(path, 120, 8)
+    assert meta.decode_mode == "seek" and meta.index == "packets"
+    _, meta = load_video(
+        make_video(tmp_path / "p.mp4", num_frames=120, width=W, height=H, gop=GOP), num_frames=8
+    )
+    assert meta.index == "container"  # no reordering: the sample table is the presentation order
+
+
+# ----------------------------------------------------------------------------- parallel decoding
+
+
+def test_parallel_groups_give_the_same_frames(clips: dict[str, Path]) -> None:
+    ref, ref_meta = load_video(clips["long"], num_frames=16, threads=1)
+    assert ref_meta.threads == 1
+    for threads in (2, 3, 16):
+        frames, meta = load_video(clips["long"], num_frames=16, threads=threads)
+        assert 1 < meta.threads <= min(threads, 16)
+        assert meta.frames_indices == ref_meta.frames_indices == _indices_in_pixels(frames)
+        np.testing.assert_array_equal(frames, ref)
+    # Bytes sources decode in parallel too; a file object is read by one container only.
+    frames, meta = load_video(clips["long"].read_bytes(), num_frames=16, threads=2)
+    assert meta.threads == 2
+    np.testing.assert_array_equal(frames, ref)
+    with clips["long"].open("rb") as fh:
+        frames, meta = load_video(fh, num_frames=16, threads=2)
+    assert meta.threads == 1
+    np.testing.assert_array_equal(frames, ref)
+
+
+def test_tiny_requests_use_one_thread(clips: dict[str, Path]) -> None:
+    _, meta = load_video(clips["mp4"], num_frames=2)
+    assert meta.threads == 1
+    with pytest.raises(VideoLoadError, match=r"threads must be an integer >= 1 or None \(automatic\), got 0"):
+        load_video(clips["mp4"], num_frames=2, threads=0)
 
 
 # ----------------------------------------------------------------------------- other inputs

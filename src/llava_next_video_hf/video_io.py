@@ -51,6 +51,9 @@ __all__ = [
     "MAX_OUTPUT_BYTES",
     "MAX_PIXELS",
     "MAX_SOURCE_BYTES",
+    "MAX_URL_BYTES",
+    "URL_DEADLINE_S",
+    "URL_TIMEOUT_S",
     "VideoMetadata",
     "load_video",
     "sample_indices",
@@ -62,8 +65,12 @@ MAX_PIXELS = 8192 * 8192
 MAX_SOURCE_BYTES = 2 * 1024**3
 #: Largest decoded result (T * H * W * 3 bytes) that will be allocated.
 MAX_OUTPUT_BYTES = 8 * 1024**3
-#: Timeout (s) for downloading an http(s) URL.
+#: Timeout (s) for connecting to an http(s) URL and for each read from it.
 URL_TIMEOUT_S = 30.0
+#: Total time (s) a download may take, however steadily the server trickles data.
+URL_DEADLINE_S = 120.0
+#: Largest download accepted from an http(s) URL (the whole file is held in memory).
+MAX_URL_BYTES = 512 * 1024**2
 
 # Demuxers that FFmpeg accepts but that are not videos (text shown as ANSI art, still images).
 _NOT_VIDEO_FORMATS = {"tty", "image2", "image2pipe", "lavfi"}
@@ -247,22 +254,56 @@ def _read_limited(stream: Any, desc: str) -> bytes:
 
 
 def _download(url: str) -> bytes:
+    """Fetch ``url`` into memory within :data:`URL_DEADLINE_S` seconds and :data:`MAX_URL_BYTES`."""
     desc = _describe_url(url)
+    limit, limit_name = MAX_URL_BYTES, "MAX_URL_BYTES"
+    if MAX_SOURCE_BYTES < limit:
+        limit, limit_name = MAX_SOURCE_BYTES, "MAX_SOURCE_BYTES"
+    deadline = monotonic() + URL_DEADLINE_S
+    received = 0
+
+    def too_slow() -> VideoLoadError:
+        return VideoLoadError(
+            f"{desc}: the download took longer than the limit of {URL_DEADLINE_S:g} s (URL_DEADLINE_S); "
+            f"{received} bytes received"
+        )
+
     request = urllib.request.Request(url, headers={"User-Agent": "llava-next-video-hf"})
     try:
-        with urllib.request.urlopen(
-            request, timeout=URL_TIMEOUT_S
-        ) as response:  # http(s) only, checked above
+        with urllib.request.urlopen(  # http(s) only, checked by the caller
+            request, timeout=max(0.001, min(URL_TIMEOUT_S, URL_DEADLINE_S))
+        ) as response:
             length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) > MAX_SOURCE_BYTES:
+            if length is not None and length.isdigit() and int(length) > limit:
                 raise VideoLoadError(
-                    f"{desc}: {length} bytes is larger than the limit of {MAX_SOURCE_BYTES} bytes (MAX_SOURCE_BYTES)"
+                    f"{desc}: {length} bytes is larger than the limit of {limit} bytes ({limit_name})"
                 )
-            return _read_limited(response, desc)
+            sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
+            chunks = []
+            while True:
+                remaining = deadline - monotonic()
+                if remaining <= 0:
+                    raise too_slow()
+                if sock is not None:  # no single read may outlive the deadline either
+                    sock.settimeout(max(0.001, min(URL_TIMEOUT_S, remaining)))
+                chunk = response.read1(1 << 20)
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > limit:
+                    raise VideoLoadError(
+                        f"{desc}: larger than the limit of {limit} bytes ({limit_name}); the download was stopped"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
     except urllib.error.HTTPError as exc:
         raise VideoLoadError(f"{desc}: download failed with HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
+        if monotonic() >= deadline:
+            raise too_slow() from exc
         reason = getattr(exc, "reason", exc)
+        if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
+            reason = f"no data for {URL_TIMEOUT_S:g} s (URL_TIMEOUT_S)"
         raise VideoLoadError(f"{desc}: download failed ({reason})") from exc
 
 
