@@ -469,6 +469,81 @@ def test_http_url(clips: dict[str, Path]) -> None:
         server.server_close()
 
 
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def test_http_url_total_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            while not stop.is_set():  # 10 bytes every 20 ms: each read is quick, the whole never ends
+                try:
+                    self.wfile.write(b"x" * 10)
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, base = _serve(Trickle)
+    monkeypatch.setattr(video_io, "URL_DEADLINE_S", 0.5)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(
+            VideoLoadError,
+            match=r"clip\.mp4: the download took longer than the limit of 0\.5 s \(URL_DEADLINE_S\); \d+ bytes",
+        ):
+            load_video(f"{base}/clip.mp4", num_frames=4)
+        assert time.monotonic() - t0 < 3.0  # the per-read timeout (30 s) never came into play
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_url_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Big(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            if self.path == "/declared.mp4":
+                self.send_header("Content-Length", "5000")
+            self.end_headers()  # /undeclared.mp4: no length, the body ends when the connection closes
+            try:
+                self.wfile.write(b"x" * 5000)
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    Big.protocol_version = "HTTP/1.0"
+    server, base = _serve(Big)
+    monkeypatch.setattr(video_io, "MAX_URL_BYTES", 1000)
+    try:
+        with pytest.raises(
+            VideoLoadError, match=r"5000 bytes is larger than the limit of 1000 bytes \(MAX_URL_BYTES\)"
+        ):
+            load_video(f"{base}/declared.mp4", num_frames=4)
+        with pytest.raises(
+            VideoLoadError,
+            match=r"undeclared\.mp4: larger than the limit of 1000 bytes \(MAX_URL_BYTES\); the download was stopped",
+        ):
+            load_video(f"{base}/undeclared.mp4", num_frames=4)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 # ----------------------------------------------------------------------------- metadata
 
 

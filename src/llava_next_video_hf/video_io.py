@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
+from time import monotonic
 from typing import Any, Literal
 
 import av
