@@ -761,7 +761,9 @@ class _PacketIndex:
     ):
         n = len(pts)
         pts_arr = np.asarray(pts, dtype=np.int64)
-        dts_arr = np.asarray([d if d is not None else p for d, p in zip(dts, pts, strict=True)], dtype=np.int64)
+        dts_arr = np.asarray(
+            [d if d is not None else p for d, p in zip(dts, pts, strict=True)], dtype=np.int64
+        )
         segment = np.zeros(n, dtype=np.int64)
         if ts_discont and n > 1:
             segment[1:] = np.cumsum(np.diff(dts_arr) < 0)
@@ -1203,7 +1205,10 @@ def _decode_encoded(
     assert out is not None and out.array is not None
     used = out.used_indices
     if index is not None:
-        times = [float(t) if t is not None else index.time_of(min(i, index.total - 1)) for t, i in zip(out.times, used, strict=True)]
+        times = [
+            float(t) if t is not None else index.time_of(min(i, index.total - 1))
+            for t, i in zip(out.times, used, strict=True)
+        ]
     else:
         times = [i / info.fps for i in used] if info.fps else []
     if used and used[-1] + 1 < total and used[-1] != indices[-1]:
