@@ -863,6 +863,15 @@ def _scan_packets(container: Any, stream: Any, info: _StreamInfo) -> _PacketInde
         raise _NoIndex(str(exc), len(pts)) from None
 
 
+def _set_codec_threads(stream: Any, codec_threads: int) -> None:
+    """1: decode on the calling thread only; 0: FFmpeg's frame/slice threads on every core."""
+    if codec_threads == 1:
+        stream.thread_type = "NONE"
+        stream.thread_count = 1
+    else:
+        stream.thread_type = "AUTO"
+
+
 class _Decoder:
     """Decodes the sampled frames of one encoded source."""
 
@@ -901,11 +910,7 @@ class _Decoder:
                     f"{self.source.desc}: no video stream (streams found: {', '.join(kinds)})"
                 )
             stream = container.streams.video[0]
-        if codec_threads == 1:
-            stream.thread_type = "NONE"
-            stream.thread_count = 1
-        else:
-            stream.thread_type = "AUTO"
+        _set_codec_threads(stream, codec_threads)
         return container, stream
 
     def _count(self, decoded: int, seeks: int) -> None:
@@ -982,11 +987,22 @@ class _Decoder:
             cursor = t
         return costs, seeks
 
-    def decode_group(self, out: _Output, index: _Index, targets: list[int], codec_threads: int) -> None:
+    def decode_group(
+        self, out: _Output, index: _Index, targets: list[int], codec_threads: int, reuse: bool = False
+    ) -> None:
         """Decode ``targets`` (sorted) with one container: seek to the keyframe before a target
         (or decode forward when that is cheaper), then count frames up to it, checking each
-        frame's timestamp against the index."""
-        container, stream = self._open_stream(codec_threads)
+        frame's timestamp against the index.
+
+        With ``reuse``, the container the container index reads from (opened, nothing read yet)
+        decodes this group, which saves opening the file once more; it stays open for the index.
+        """
+        shared = self.index_container if reuse else None
+        if shared is not None:
+            container, stream = shared, shared.streams.video[0]
+            _set_codec_threads(stream, codec_threads)
+        else:
+            container, stream = self._open_stream(codec_threads)
         frames: Iterator[Any] | None = None
         cursor = -1  # presentation index of ``current``
         current: Any = None
@@ -1028,7 +1044,8 @@ class _Decoder:
                     pass  # decode forward from the current position
                 elif k is None or k == 0:
                     if frames is not None:  # decode from the very start, without seeking
-                        container.close()
+                        if container is not shared:
+                            container.close()
                         container, stream = self._open_stream(codec_threads)
                     frames = iter(container.decode(stream))
                     cursor, current = -1, None
@@ -1055,7 +1072,8 @@ class _Decoder:
                 out.put(t, current, t, index.time_of(t))
         finally:
             self._count(decoded, seeks)
-            container.close()
+            if container is not shared:
+                container.close()
 
     def seek_decode(self, out: _Output, index: _Index, threads: int | None) -> int:
         """Decode ``out.targets`` through the index, in contiguous groups on up to ``threads``
@@ -1077,11 +1095,11 @@ class _Decoder:
             groups[-1].append(t)
             acc += cost
         if len(groups) == 1:
-            self.decode_group(out, index, groups[0], codec_threads=0)
+            # One group: FFmpeg's own frame threads may still use the cores, unless threads=1.
+            self.decode_group(out, index, groups[0], codec_threads=1 if threads == 1 else 0, reuse=True)
             return 1
-        self.close()  # each group opens its own container
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="video_io") as pool:
-            futures = [pool.submit(self.decode_group, out, index, g, 1) for g in groups]
+            futures = [pool.submit(self.decode_group, out, index, g, 1, i == 0) for i, g in enumerate(groups)]
             errors = [f.exception() for f in futures]
         for error in errors:  # a clear error first, then an unreliable seek (fall back)
             if isinstance(error, VideoLoadError):
