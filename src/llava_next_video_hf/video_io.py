@@ -14,13 +14,34 @@ keep are chosen by :func:`sample_indices`, the single implementation of the samp
   Without ``max_frames`` a long clip is decoded in full and memory grows with its length
   (bounded by :data:`MAX_OUTPUT_BYTES`).
 
-Encoded videos are decoded with PyAV. For each sampled frame the decoder seeks to the keyframe
-at or before it and decodes forward only up to it; frames that are close together are reached
-by decoding forward without a new seek. Only the sampled frames are converted to RGB, so
-memory grows with the number of sampled frames, not with the clip's length. Files whose
-timestamps cannot be trusted (no pts, seeks that land after the target, pts going backwards,
-no frame count or duration) are decoded sequentially instead, still keeping only the sampled
-frames; ``metadata.decode_mode`` says which path was taken.
+Encoded videos are decoded with PyAV. Frame ``i`` is the i-th frame a player shows (presentation
+order), whatever the timestamps look like (variable frame rates, duplicate timestamps, gaps, a
+late first timestamp, concatenated MPEG-TS files whose timestamps restart). The frames are
+indexed before anything is decoded:
+
+* mp4/mov streams without frame reordering: the container's sample table (read with the header,
+  no pass over the file);
+* everything else: one demuxing pass over the packets (no decoding), sorted by presentation time
+  within each timestamp segment.
+
+``total_num_frames`` is then an exact count, the samples are spread over the frames that are
+really there, and every decoded frame's timestamp is checked against the index. For each sampled
+frame the decoder seeks to the keyframe before it and decodes forward only up to it (or decodes
+forward from the previous sample when that is cheaper). The samples are split into contiguous
+groups, each decoded by its own container on its own thread (PyAV releases the GIL), as many as
+the cores allow (``threads=``); tiny requests stay on one thread. Only the sampled frames are
+converted to RGB, so memory grows with the number of samples, not with the clip's length.
+
+Frames are rotated as the stream's display matrix says (as FFmpeg-based players and OpenCV show
+them; multiples of 90 degrees), and frames after a mid-stream resolution change are scaled to the
+stream's first size. Files that cannot be indexed (packets without timestamps) or whose decoded
+frames disagree with the index are decoded sequentially instead (frame ``i`` = the i-th frame the
+decoder gives), still keeping only the sampled frames; ``metadata.decode_mode``, ``index``,
+``fallback_reason``, ``rotation``, ``resized_frames``, ``segments`` and ``threads`` say what was
+done. ``decode_mode="sequential"`` gives the same frames as the seek path.
+
+URLs are downloaded into memory within :data:`URL_DEADLINE_S` seconds in total (each read within
+:data:`URL_TIMEOUT_S`) and at most :data:`MAX_URL_BYTES` bytes.
 
 Every failure is a :class:`~llava_next_video_hf.errors.VideoLoadError` naming the source and
 the problem; PyAV/FFmpeg exceptions never escape.
@@ -85,13 +106,16 @@ class VideoMetadata:
     """What was loaded and how.
 
     Attributes:
-        total_num_frames: frames in the source (from the container, an estimate from
-            duration * fps when ``total_is_estimate``, or counted).
-        fps: the source's frame rate (``None`` when unknown, e.g. arrays without ``source_fps``).
-        duration: the source's duration in seconds (``None`` when unknown).
-        width, height: frame size of the returned frames.
+        total_num_frames: frames in the source, counted (the container's sample table or its
+            packets); frame ``i`` is the i-th frame shown.
+        fps: the source's frame rate (``None`` when unknown, e.g. arrays without ``source_fps``);
+            for variable-rate clips the nominal rate FFmpeg estimates, not frames / duration.
+        duration: the source's duration in seconds (``None`` when unknown); for concatenated
+            MPEG-TS files the sum of the parts.
+        width, height: frame size of the returned frames (after rotation).
         frames_indices: index in the source of each returned frame.
-        timestamps: time (s) of each returned frame; empty when the frame rate is unknown.
+        timestamps: time (s) of each returned frame from the first frame shown (its
+            presentation timestamp, continuous across concatenated parts); empty when unknown.
         decode_mode: ``"seek"``, ``"sequential"`` or ``"array"`` (no decoding).
         source: short description of the source (a path, a URL without query, ``"<bytes>"``,
             ``"<file-like>"``, ``"<array>"``, ``"<tensor>"`` or ``"<frames list>"``).
@@ -101,10 +125,21 @@ class VideoMetadata:
             back to ``max_frames`` uniform), ``"all"`` or ``"all->uniform"``.
         requested_num_frames: ``num_frames`` as asked (may exceed ``len(frames_indices)``
             for short clips).
-        total_is_estimate: ``total_num_frames`` came from duration * fps.
+        total_is_estimate: always ``False``: frames are counted, never estimated from
+            duration * fps (kept for callers that read it).
         codec: the video codec's name (``None`` for arrays).
         container_format: the demuxer's name (``None`` for arrays).
         fallback_reason: why the sequential path was taken, if it was.
+        video_backend: ``"pyav"`` or ``"array"``.
+        index: how frames were put in presentation order: ``"container"`` (the mp4/mov sample
+            table), ``"packets"`` (a demuxing pass), ``"decode"`` (the decoder's output order,
+            when the packets carry no timestamps) or ``None`` for arrays.
+        rotation: counterclockwise rotation (degrees: 0, 90, 180, 270) applied from the
+            stream's display matrix.
+        resized_frames: returned frames scaled to the stream's size after a mid-stream
+            resolution change.
+        segments: timestamp segments (``> 1`` for concatenated MPEG-TS files).
+        threads: decoding threads used (groups of samples decoded in parallel).
     """
 
     total_num_frames: int
@@ -1280,7 +1315,8 @@ def load_video(
 
     Args:
         source: a path (``str``/``PathLike``), an http(s) URL (downloaded into memory, at most
-            :data:`MAX_SOURCE_BYTES`), ``bytes``/``bytearray``/``memoryview``, a binary file
+            :data:`MAX_URL_BYTES` within :data:`URL_DEADLINE_S` seconds),
+            ``bytes``/``bytearray``/``memoryview`` (at most :data:`MAX_SOURCE_BYTES`), a binary file
             object, a ``(T, H, W, 3)`` uint8 numpy array or torch tensor, or a sequence of PIL
             images / ``(H, W, 3)`` uint8 arrays.
         num_frames: sample this many frames uniformly (``linspace``, first and last included).
@@ -1294,16 +1330,20 @@ def load_video(
         source_fps: frame rate of array/list inputs (needed for ``fps`` sampling and
             timestamps there); ignored for encoded videos, whose rate comes from the container.
         decode_mode: ``"auto"`` (seek, falling back to sequential decoding when the file's
-            timestamps are unreliable) or ``"sequential"`` (always decode from the start).
+            timestamps are unreliable) or ``"sequential"`` (always decode from the start; the
+            same frames).
+        threads: decoding threads for encoded videos: ``None`` (default) sizes them to the
+            cores and the work (one for tiny requests), ``1`` keeps everything on one core.
 
     Returns:
         ``(frames, metadata)``: frames ``uint8`` of shape ``(len(metadata.frames_indices), H, W, 3)``.
 
     Raises:
         VideoLoadError: bad arguments (``num_frames`` and ``fps`` together, ``num_frames < 1``,
-            ``fps <= 0``, ``max_frames < 1``, ``num_frames > max_frames``), a missing, empty,
-            truncated or unreadable file, a file that is not a video, zero decodable frames, or
-            a source over the byte/pixel/output limits.
+            ``fps <= 0``, ``max_frames < 1``, ``num_frames > max_frames``, ``threads < 1``), a
+            missing, empty, truncated or unreadable file, a file that is not a video, zero
+            decodable frames, a source over the byte/pixel/output limits, or a download over its
+            size or time limit.
     """
     _check_args(num_frames, fps, max_frames)
     if decode_mode not in ("auto", "sequential"):
