@@ -353,6 +353,22 @@ def test_b_frames_in_mp4_are_indexed_from_the_packets(tmp_path: Path) -> None:
     assert meta.index == "container"  # no reordering: the sample table is the presentation order
 
 
+def test_sample_table_that_disagrees_with_the_frames_falls_back_to_the_packets(tmp_path: Path) -> None:
+    # No reordering, but every pts is its dts + 1024 ticks (a constant composition offset): the
+    # mp4 sample table (dts) no longer names the decoded frames' timestamps.
+    src = make_video(tmp_path / "plain.mp4", num_frames=120, width=W, height=H, gop=GOP)
+    path = tmp_path / "offset.mp4"
+    with av.open(str(src)) as inp, av.open(str(path), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.pts += 1024
+                packet.stream = stream
+                out.mux(packet)
+    frames, meta = _check_exact(path, 120, 8)
+    assert meta.decode_mode == "seek" and meta.index == "packets"
+
+
 # ----------------------------------------------------------------------------- parallel decoding
 
 

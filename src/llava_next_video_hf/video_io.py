@@ -916,6 +916,7 @@ class _Decoder:
         self.seeks = 0
         self.fresh: tuple[Any, Any] | None = None
         self.index_container: Any = None
+        self.index_container_unread = False  # nothing decoded from it yet: a group may use it
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -1032,7 +1033,9 @@ class _Decoder:
         With ``reuse``, the container the container index reads from (opened, nothing read yet)
         decodes this group, which saves opening the file once more; it stays open for the index.
         """
-        shared = self.index_container if reuse else None
+        shared = None
+        if reuse and self.index_container_unread:
+            shared, self.index_container_unread = self.index_container, False
         if shared is not None:
             container, stream = shared, shared.streams.video[0]
             _set_codec_threads(stream, codec_threads)
@@ -1182,6 +1185,7 @@ def _container_index(decoder: _Decoder, info: _StreamInfo) -> _ContainerIndex | 
     container, stream = decoder.fresh
     decoder.fresh = None
     decoder.index_container = container
+    decoder.index_container_unread = True
     return _ContainerIndex(container, stream, info.time_base)
 
 
