@@ -223,6 +223,10 @@ def _check_exact(
     assert seq_meta.decode_mode == "sequential" and seq_meta.frames_indices == expected
     np.testing.assert_array_equal(seq_frames, frames)
     assert seq_meta.timestamps == pytest.approx(meta.timestamps)
+    for threads in (1, 3):  # one container, or groups of samples on parallel containers
+        other, other_meta = load_video(path, num_frames=n, threads=threads)
+        assert other_meta.frames_indices == expected and other_meta.decode_mode == meta.decode_mode
+        np.testing.assert_array_equal(other, frames)
     return frames, meta
 
 
