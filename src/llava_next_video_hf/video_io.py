@@ -1127,7 +1127,9 @@ class _Decoder:
         share = total_cost / max(1, threads)
         acc = 0.0
         for t, cost, seek in zip(targets, costs, seeks, strict=True):
-            if not groups or (seek and acc >= share and len(groups) < threads):
+            # A new group starts where its share is used up, preferably where a seek happens anyway
+            # (a split elsewhere costs the new group one seek and the frames from its keyframe).
+            if not groups or (acc >= share * (1.0 if seek else 1.25) and len(groups) < threads):
                 groups.append([])
                 acc = 0.0
             groups[-1].append(t)
