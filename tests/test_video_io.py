@@ -531,6 +531,34 @@ def test_http_url_total_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
         server.server_close()
 
 
+def test_http_url_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    stop = threading.Event()
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 10)
+            self.wfile.flush()
+            stop.wait(5)  # then nothing more
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server, base = _serve(Stall)
+    monkeypatch.setattr(video_io, "URL_TIMEOUT_S", 0.3)
+    try:
+        with pytest.raises(
+            VideoLoadError, match=r"stall\.mp4: download failed \(no data for 0\.3 s \(URL_TIMEOUT_S\)\)"
+        ):
+            load_video(f"{base}/stall.mp4", num_frames=4)
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+
+
 def test_http_url_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     class Big(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
