@@ -159,6 +159,7 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
             "image_size": self.vision_config.image_size,
             "patch_size": self.vision_config.patch_size,
             "stride": self.spatial_pool_stride,
+            "mode": self.spatial_pool_mode,
             "newline_position": self.video_newline_position,
         }
 

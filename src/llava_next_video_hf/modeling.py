@@ -74,22 +74,21 @@ class LlavaNextVideoAnyResProjector(nn.Module):
 def spatial_pool(features: torch.Tensor, grid: int, stride: int, mode: str) -> torch.Tensor:
     """Pool each frame's ``grid`` x ``grid`` feature map by ``stride``: (N, grid*grid, D) -> (N, side*side, D).
 
-    ``side = ceil(grid / stride)`` (see [`rope.pooled_grid`]); ``average``/``max`` use windows of
-    ``stride`` (as the original ``avg_pool2d``/``max_pool2d``), ``bilinear`` resizes to ``side``.
+    ``side = rope.pooled_grid(...)``: ``average``/``max`` use windows and steps of ``stride`` and drop
+    a partial last window (``floor(grid / stride)``, as the original ``avg_pool2d``/``max_pool2d`` and
+    transformers), ``bilinear`` resizes to ``ceil(grid / stride)`` (the original ``get_2dPool``).
     """
     n, _, dim = features.shape
+    side = rope.pooled_grid(grid, 1, stride, mode)
     x = features.view(n, grid, grid, dim).permute(0, 3, 1, 2)  # (N, D, grid, grid)
     if stride == 1:
         pooled = x
     elif mode == "average":
-        pooled = F.avg_pool2d(x, stride, ceil_mode=True)
+        pooled = F.avg_pool2d(x, stride)
     elif mode == "max":
-        pooled = F.max_pool2d(x, stride, ceil_mode=True)
-    elif mode == "bilinear":
-        side = math.ceil(grid / stride)
+        pooled = F.max_pool2d(x, stride)
+    else:  # bilinear (pooled_grid refused any other mode)
         pooled = F.interpolate(x, size=(side, side), mode="bilinear")
-    else:
-        raise ValueError(f"spatial_pool_mode must be average, max or bilinear, got {mode!r}")
     return pooled.flatten(2).transpose(1, 2)  # (N, side*side, D)
 
 

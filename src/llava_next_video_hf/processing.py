@@ -36,6 +36,7 @@ Notes on transformers 5.19 machinery (why the classes look the way they do):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -428,6 +429,79 @@ _TEXT_KWARGS = {
 _IGNORED_KWARGS = {"return_metadata", "video_metadata", "do_convert_rgb", "input_data_format", "data_format"}
 
 
+#: How the processor turns text into ids (see ``tokenize_like_original``).
+TOKENIZATION_MODES = ("original", "transformers")
+
+
+def tokenize_like_original(
+    tokenizer: Any,
+    text: str,
+    placeholders: Sequence[str],
+    *,
+    add_special_tokens: bool = True,
+    return_offsets_mapping: bool = False,
+) -> dict[str, list]:
+    """Token ids of ``text`` by the original LLaVA rule (``mm_utils.tokenizer_image_token``).
+
+    The text is cut at every media placeholder (any of ``placeholders``, which must be single
+    tokens of ``tokenizer``); each piece of text is tokenized on its own with the tokenizer's
+    special tokens, as ``tokenizer(chunk)`` in the original, and the placeholder ids are put back
+    in between. When the first piece starts with the BOS id, later pieces lose their first id (their
+    own BOS): the BOS comes from the tokenizer, once. With SentencePiece-style tokenizers every piece
+    therefore starts with the word-boundary ``▁`` (Vicuna: ``<s> ▁A ...`` and ``▁`` after a media
+    token), which tokenizing the whole string at once loses; byte-level BPE (Qwen, GPT-2) gives the
+    same ids either way.
+
+    A literal BOS at the start of ``text`` (chat templates render one, for engines that tokenize
+    without special tokens) is removed first and the BOS then comes from the tokenizer, so
+    ``"<s>A chat..."`` and ``"A chat..."`` give the same ids. ``add_special_tokens=False`` on a text
+    without a literal BOS tokenizes every piece without special tokens.
+
+    Returns ``{"input_ids": [...]}`` plus ``"offset_mapping"`` (character spans in ``text``) when asked.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    start = 0
+    if bos and text.startswith(bos):
+        start, add_special_tokens = len(bos), True
+    ids_of = {p: tokenizer.convert_tokens_to_ids(p) for p in placeholders}
+    pattern = re.compile("|".join(re.escape(p) for p in sorted(placeholders, key=len, reverse=True)))
+    # pieces: (kind, start, end): text between placeholders ("text") or one placeholder ("media")
+    pieces: list[tuple[str, int, int]] = []
+    pos = start
+    for m in pattern.finditer(text, start):
+        pieces.append(("text", pos, m.start()))
+        pieces.append(("media", m.start(), m.end()))
+        pos = m.end()
+    pieces.append(("text", pos, len(text)))
+
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    drop_first = False
+    first_text = True
+    for kind, a, b in pieces:
+        if kind == "media":
+            ids.append(int(ids_of[text[a:b]]))
+            offsets.append((a, b))
+            continue
+        enc = tokenizer(
+            text[a:b], add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping
+        )
+        chunk = list(enc["input_ids"])
+        spans = [(x + a, y + a) for x, y in enc["offset_mapping"]] if return_offsets_mapping else []
+        if first_text:
+            first_text = False
+            bos_id = getattr(tokenizer, "bos_token_id", None)
+            drop_first = bool(chunk) and bos_id is not None and chunk[0] == bos_id
+        elif drop_first:
+            chunk, spans = chunk[1:], spans[1:]
+        ids.extend(chunk)
+        offsets.extend(spans)
+    out: dict[str, list] = {"input_ids": ids}
+    if return_offsets_mapping:
+        out["offset_mapping"] = offsets
+    return out
+
+
 def _is_text(x: Any) -> bool:
     return isinstance(x, str) or (isinstance(x, (list, tuple)) and all(isinstance(t, str) for t in x))
 
@@ -469,10 +543,16 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         vision_feature_select_strategy: ``"default"`` drops the CLS feature, ``"full"`` keeps it.
         num_additional_image_tokens: features the tower adds before the patches (1 for CLIP's CLS,
             0 for SigLIP); an image counts it only with strategy ``"full"``.
-        spatial_pool_stride / video_newline_position: the video token layout (see ``rope``).
+        spatial_pool_stride / spatial_pool_mode / video_newline_position: the video token layout
+            (see ``rope``).
         context_length: positions the model can use at its RoPE factor (``None``: no length check).
         original_context_length: the context the LLM was trained with (defaults to ``context_length``).
         image_token / video_token: the placeholder strings.
+        tokenization: ``"original"`` (default) tokenizes the text between media placeholders piece by
+            piece, as the original LLaVA code that the weights were trained with
+            ([`tokenize_like_original`]); ``"transformers"`` tokenizes each prompt in one call, as
+            transformers' own LLaVA processors. Both agree for byte-level BPE tokenizers (Qwen);
+            SentencePiece tokenizers (Vicuna/Llama-2, Mistral, Yi) differ. A call may override it.
     """
 
     def __init__(
@@ -485,11 +565,13 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         vision_feature_select_strategy: str = "default",
         num_additional_image_tokens: int = 1,
         spatial_pool_stride: int = 2,
+        spatial_pool_mode: str = "average",
         video_newline_position: str = "no_token",
         context_length: int | None = None,
         original_context_length: int | None = None,
         image_token: str = "<image>",
         video_token: str = "<video>",
+        tokenization: str = "original",
         **kwargs: Any,
     ) -> None:
         if vision_feature_select_strategy not in ("default", "full"):
@@ -506,6 +588,9 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         self.vision_feature_select_strategy = vision_feature_select_strategy
         self.num_additional_image_tokens = int(num_additional_image_tokens)
         self.spatial_pool_stride = int(spatial_pool_stride)
+        if spatial_pool_mode not in rope.POOL_MODES:
+            raise ValueError(f"spatial_pool_mode must be one of {rope.POOL_MODES}, got {spatial_pool_mode!r}")
+        self.spatial_pool_mode = spatial_pool_mode
         self.video_newline_position = video_newline_position
         self.context_length = None if context_length is None else int(context_length)
         self.original_context_length = (
@@ -513,6 +598,9 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         )
         self.image_token = image_token
         self.video_token = video_token
+        if tokenization not in TOKENIZATION_MODES:
+            raise ValueError(f"tokenization must be one of {TOKENIZATION_MODES}, got {tokenization!r}")
+        self.tokenization = tokenization
         if chat_template is None and tokenizer is not None:
             chat_template = getattr(tokenizer, "chat_template", None)
         super().__init__(image_processor, video_processor, tokenizer, chat_template=chat_template)
@@ -575,6 +663,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             "vision_feature_select_strategy": config.vision_feature_select_strategy,
             "num_additional_image_tokens": int(config.vision_has_cls),
             "spatial_pool_stride": int(config.spatial_pool_stride),
+            "spatial_pool_mode": config.spatial_pool_mode,
             "video_newline_position": config.video_newline_position,
             "context_length": int(config.context_length),
             "original_context_length": int(config.original_max_position_embeddings or config.context_length),
@@ -591,6 +680,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             "image_size": int(self.video_processor.crop_size.height),
             "patch_size": self.patch_size,
             "stride": self.spatial_pool_stride,
+            "mode": self.spatial_pool_mode,
             "newline_position": self.video_newline_position,
         }
 
@@ -652,6 +742,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             return_tensors: ``"pt"`` (default), ``"np"`` or ``None`` (lists for the text side).
             padding: tokenizer padding (``True``: to the longest prompt, on ``padding_side``).
             kwargs: ``padding_side`` (``"left"``/``"right"``), ``add_special_tokens``,
+                ``tokenization`` (``"original"``/``"transformers"``, see the class docstring),
                 ``return_offsets_mapping``, ``return_mm_token_type_ids``, ``do_sample_frames``,
                 ``source_fps``, image/video processor overrides, ``images_kwargs``/``videos_kwargs``/
                 ``text_kwargs`` dicts.
@@ -721,14 +812,20 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
 
         expanded, offsets = self.get_text_with_replacements(prompts, image_replacements, video_replacements)
         keep_mask = text_kwargs.pop("return_attention_mask", True)
-        encoded = self.tokenizer(
-            expanded,
-            padding=padding,
-            truncation=False,
-            return_tensors=None,
-            return_attention_mask=True,
-            **text_kwargs,
-        )
+        tokenization = text_kwargs.pop("tokenization", None) or self.tokenization
+        if tokenization not in TOKENIZATION_MODES:
+            raise ValueError(f"tokenization must be one of {TOKENIZATION_MODES}, got {tokenization!r}")
+        if tokenization == "original":
+            encoded = self._tokenize_original(expanded, padding, text_kwargs)
+        else:
+            encoded = self.tokenizer(
+                expanded,
+                padding=padding,
+                truncation=False,
+                return_tensors=None,
+                return_attention_mask=True,
+                **text_kwargs,
+            )
         self._check_lengths(encoded, image_counts, video_counts, image_token_counts, video_frames)
         if not keep_mask:
             del encoded["attention_mask"]
@@ -753,7 +850,11 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         video_keys = set(self.video_processor.valid_kwargs.__annotations__) - {"return_tensors"}
         for key, value in kwargs.items():
             used = False
-            if key in _TEXT_KWARGS or key in ("return_text_replacement_offsets", "return_mm_token_type_ids"):
+            if key in _TEXT_KWARGS or key in (
+                "return_text_replacement_offsets",
+                "return_mm_token_type_ids",
+                "tokenization",
+            ):
                 text_kwargs[key] = value
                 used = True
             if key in image_keys and key not in _IGNORED_KWARGS:
@@ -768,6 +869,44 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             videos_kwargs.pop(key, None)
             images_kwargs.pop(key, None)
         return text_kwargs, images_kwargs, videos_kwargs
+
+    def _tokenize_original(self, texts: list[str], padding: bool | str, text_kwargs: dict[str, Any]) -> Any:
+        """Tokenize every (expanded) prompt by [`tokenize_like_original`], then pad as the tokenizer would."""
+        text_kwargs = dict(text_kwargs)
+        add_special_tokens = text_kwargs.pop("add_special_tokens", True)
+        with_offsets = bool(text_kwargs.pop("return_offsets_mapping", False))
+        text_kwargs.pop("verbose", None)
+        for key in ("return_token_type_ids", "return_length"):
+            if text_kwargs.pop(key, None):
+                raise ValueError(
+                    f"{key} is not available with tokenization='original'; pass tokenization='transformers'"
+                )
+        placeholders = [self.image_token, self.video_token]
+        rows = [
+            tokenize_like_original(
+                self.tokenizer,
+                t,
+                placeholders,
+                add_special_tokens=add_special_tokens,
+                return_offsets_mapping=with_offsets,
+            )
+            for t in texts
+        ]
+        encoded = self.tokenizer.pad(
+            {"input_ids": [r["input_ids"] for r in rows]},
+            padding=padding,
+            return_attention_mask=True,
+            return_tensors=None,
+            **text_kwargs,
+        )
+        if with_offsets:
+            side = text_kwargs.get("padding_side") or self.tokenizer.padding_side
+            spans = []
+            for r, ids in zip(rows, encoded["input_ids"], strict=True):
+                pad = [(0, 0)] * (len(ids) - len(r["offset_mapping"]))
+                spans.append(pad + r["offset_mapping"] if side == "left" else r["offset_mapping"] + pad)
+            encoded["offset_mapping"] = spans
+        return encoded
 
     def _check_lengths(
         self,

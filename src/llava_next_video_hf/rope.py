@@ -11,19 +11,30 @@ import math
 from collections.abc import Sequence
 
 NEWLINE_POSITIONS = ("no_token", "one_token", "frame", "grid")
+POOL_MODES = ("average", "max", "bilinear")
 
 #: Tokens the length rule reserves for the text of a prompt (the reference recipe's 1000).
 TEXT_TOKEN_BUDGET = 1000
 
 
-def pooled_grid(image_size: int, patch_size: int, stride: int) -> int:
+def pooled_grid(image_size: int, patch_size: int, stride: int, mode: str = "average") -> int:
     """Side of the frame's token grid after ``stride`` x ``stride`` spatial pooling.
 
-    ``ceil(grid / stride)`` with ``grid = image_size // patch_size`` (24 for 336/14).
+    With ``grid = image_size // patch_size`` (24 for 336/14), as the original LLaVA-NeXT
+    ``get_2dPool``/``SpatialPool`` and transformers compute it: ``average``/``max`` pooling with
+    window and step ``stride`` keep ``floor(grid / stride)`` (a partial last window is dropped),
+    ``bilinear`` resizes to ``ceil(grid / stride)``. Stride 5 on 24: 4 (average/max), 5 (bilinear).
     """
     if stride < 1:
         raise ValueError(f"spatial_pool_stride must be >= 1, got {stride}")
-    return math.ceil((image_size // patch_size) / stride)
+    grid = image_size // patch_size
+    if stride > grid:
+        raise ValueError(f"spatial_pool_stride must be at most the patch grid ({grid}), got {stride}")
+    if mode in ("average", "max"):
+        return grid // stride
+    if mode == "bilinear":
+        return math.ceil(grid / stride)
+    raise ValueError(f"spatial_pool_mode must be one of {POOL_MODES}, got {mode!r}")
 
 
 def num_video_tokens(
@@ -32,17 +43,18 @@ def num_video_tokens(
     image_size: int = 336,
     patch_size: int = 14,
     stride: int = 2,
+    mode: str = "average",
     newline_position: str = "no_token",
 ) -> int:
     """Number of ``<video>`` tokens a clip of ``num_frames`` frames expands to.
 
-    ``side = ceil(grid / stride)``, ``per_frame = side**2``:
+    ``side = pooled_grid(image_size, patch_size, stride, mode)``, ``per_frame = side**2``:
     no_token ``T*per_frame``; one_token ``T*per_frame + 1``; frame ``T*(per_frame + 1)``;
     grid ``T*side*(side + 1)`` (a newline after every row of every frame).
     """
     if num_frames < 1:
         raise ValueError(f"a video needs at least 1 frame, got {num_frames}")
-    side = pooled_grid(image_size, patch_size, stride)
+    side = pooled_grid(image_size, patch_size, stride, mode)
     per_frame = side * side
     if newline_position == "no_token":
         return num_frames * per_frame

@@ -345,3 +345,93 @@ def lmms_lab_config(config: Any, text_model: str = "llama") -> dict:
         tokenizer_padding_side="right",
     )
     return text
+
+
+# ---- SentencePiece-style and Qwen-style tokenizers, for the token-id fidelity tests ------------
+
+#: Whole-word pieces of [`make_sentencepiece_tokenizer`]: each word with the SentencePiece word
+#: boundary ``▁`` and without (what a word gets when a tokenizer loses the boundary), punctuation,
+#: the bare ``▁`` and Mistral's ``[INST]`` pieces. Anything else falls back to bytes (``<0x0A>``).
+SENTENCEPIECE_WORDS = (
+    "A chat between a curious user and an artificial intelligence assistant The gives helpful detailed "
+    "polite answers to the questions USER ASSISTANT What is happening in this video image Describe it "
+    "Answer"
+).split()
+SENTENCEPIECE_SYMBOLS = (".", ",", "'s", ":", "?", "▁[", "▁[/", "INST", "]", "▁")
+
+
+def make_sentencepiece_tokenizer(style: str = "vicuna") -> Any:
+    """A SentencePiece-style tokenizer like Vicuna's/Llama-2's (``style="vicuna"``) or Mistral's.
+
+    Built offline with the ``tokenizers`` library the way transformers 5 builds ``LlamaTokenizer``:
+    a ``Metaspace`` pre-tokenizer (``▁`` for spaces, prepended to the start of the text only),
+    byte fallback, BOS ``<s>`` added by the post-processor. The vocabulary is a Unigram model over
+    [`SENTENCEPIECE_WORDS`] (each as ``▁word`` and ``word``) and [`SENTENCEPIECE_SYMBOLS`], so a test can
+    write the pieces a text must give by hand. Ids: ``<unk> <s> </s>`` 0..2, the 256 byte pieces
+    ``<0x00>``..``<0xFF>`` 3..258 (as Llama), then the words; ``<image>``, ``<video>``, ``<pad>`` last.
+    The chat template is Vicuna v1's or Mistral instruct's.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from .chat_templates import MISTRAL_INSTRUCT
+
+    if style not in ("vicuna", "mistral"):
+        raise ValueError(f"style must be 'vicuna' or 'mistral', got {style!r}")
+    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    words = [w for word in SENTENCEPIECE_WORDS for w in ("▁" + word, word)]
+    pieces += list(dict.fromkeys(words + list(SENTENCEPIECE_SYMBOLS)))
+    vocab = [(p, 0.0 if i < 3 else -1.0) for i, p in enumerate(pieces)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in ("<image>", "<video>", "<pad>")]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        chat_template=VICUNA_V1 if style == "vicuna" else MISTRAL_INSTRUCT,
+    )
+
+
+def make_qwen_tokenizer(vocab_size: int = 600) -> Any:
+    """A Qwen-style tokenizer: byte-level BPE, no BOS, ChatML specials, the Qwen chat template.
+
+    Special tokens ``<|endoftext|>`` (pad/eos) ``<|im_start|>`` ``<|im_end|>`` ``<image>`` ``<video>``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .chat_templates import QWEN_1_5
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator((_CORPUS + ["You are a helpful assistant. system user assistant"]) * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
+        chat_template=QWEN_1_5,
+    )

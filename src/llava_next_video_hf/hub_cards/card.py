@@ -312,7 +312,7 @@ def _architecture(folder: Path, config: Any) -> str:
 
 def _video(config: Any) -> str:
     kw = config.video_token_kwargs()
-    side = rope.pooled_grid(kw["image_size"], kw["patch_size"], kw["stride"])
+    side = rope.pooled_grid(kw["image_size"], kw["patch_size"], kw["stride"], kw["mode"])
     grid = kw["image_size"] // kw["patch_size"]
     frames, budget = config.num_frames, config.max_frames
     original, context = config.original_max_position_embeddings, config.context_length

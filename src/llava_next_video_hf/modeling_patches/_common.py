@@ -121,6 +121,8 @@ def video_token_kwargs(model: nn.Module) -> dict:
             "image_size": int(cfg.vision_config.image_size),
             "patch_size": int(cfg.vision_config.patch_size),
             "stride": options.spatial_pool_stride,
+            # a stock learned ``conv`` pooler (kernel = step = stride) keeps floor(grid / stride) as average
+            "mode": "average" if options.spatial_pool_mode == "conv" else options.spatial_pool_mode,
             "newline_position": options.newline_position,
         }
     raise ValueError(
