@@ -156,3 +156,40 @@ def test_unknown_tokenization_mode_is_refused(vicuna_tok):
     proc = _processor(vicuna_tok)
     with pytest.raises(ValueError, match="tokenization must be one of"):
         proc(text="<video>", videos=_video(1), tokenization="sentencepiece")
+
+
+# ------------------------------------------------------------------------------- video pixels
+
+
+@pytest.mark.parametrize(
+    "height,width",
+    [(360, 640), (640, 360), (200, 150), (120, 90), (337, 501), (333, 777), (336, 336)],
+    ids=["landscape", "portrait", "small", "small-portrait", "odd", "odd-wide", "exact"],
+)
+def test_video_pixels_bit_equal_to_pil_clip_image_processor_per_frame(height, width):
+    """The original preprocesses each frame with CLIPImageProcessor (PIL): 0.0 difference by default."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from llava_next_video_hf.processing import LlavaNextVideoAnyResVideoProcessor
+
+    frames = np.random.default_rng(height * width).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    clip_processor = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    expected = np.stack([clip_processor(f, return_tensors="np")["pixel_values"][0] for f in frames])
+    vp = LlavaNextVideoAnyResVideoProcessor()
+    ours = vp(frames)["pixel_values_videos"][0].numpy()
+    assert ours.dtype == expected.dtype == np.float32
+    assert np.abs(ours - expected).max() == 0.0
+    # the torch path (transformers' video processor) stays available, and is the one that differs
+    torch_path = vp(frames, resize_backend="torch")["pixel_values_videos"][0].numpy()
+    if (height, width) != (336, 336):
+        assert np.abs(torch_path - expected).max() > 0
+
+
+def test_resize_backend_is_checked_and_saved(tmp_path):
+    from llava_next_video_hf.processing import LlavaNextVideoAnyResVideoProcessor
+
+    with pytest.raises(ValueError, match="resize_backend must be one of"):
+        LlavaNextVideoAnyResVideoProcessor(resize_backend="cv2")
+    vp = LlavaNextVideoAnyResVideoProcessor(resize_backend="torch")
+    vp.save_pretrained(tmp_path)
+    assert LlavaNextVideoAnyResVideoProcessor.from_pretrained(tmp_path).resize_backend == "torch"

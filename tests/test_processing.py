@@ -98,14 +98,14 @@ def test_image_batch_pads_patches(processor):
 
 # ------------------------------------------------------------------------------------------ video tokens
 
-# Numbers written out by hand: side = ceil(24 / stride), per frame side^2.
+# Numbers written out by hand: side = floor(24 / stride) (average pooling, as the original), per frame side^2.
 HAND_COUNTS = [
     # stride, frames, no_token, one_token, frame, grid
     (2, 8, 1152, 1153, 8 * 145, 8 * 12 * 13),  # 144 per frame
     (1, 2, 1152, 1153, 2 * 577, 2 * 24 * 25),  # 576 per frame
     (3, 4, 256, 257, 4 * 65, 4 * 8 * 9),  # 64 per frame
     (4, 3, 108, 109, 3 * 37, 3 * 6 * 7),  # 36 per frame
-    (5, 1, 25, 26, 26, 5 * 6),  # ceil(24 / 5) = 5
+    (5, 1, 16, 17, 17, 4 * 5),  # floor(24 / 5) = 4: the partial last window is dropped
 ]
 
 
@@ -168,16 +168,17 @@ def test_video_pixels_match_independent_references():
     ours = vp(torch.from_numpy(smooth).float())["pixel_values_videos"][0]
     torch.testing.assert_close(ours, _reference_pixels(smooth, round_uint8=False), atol=1e-4, rtol=0)
 
-    # uint8 input on CPU: torchvision's native uint8 kernel (as transformers' video processor),
-    # which differs from float-then-round by at most one level on smooth content...
-    ours = vp(smooth)["pixel_values_videos"][0]
+    # uint8 input on CPU, resize_backend="torch": torchvision's native uint8 kernel (as transformers'
+    # video processor), which differs from float-then-round by at most one level on smooth content...
+    ours = vp(smooth, resize_backend="torch")["pixel_values_videos"][0]
     assert ours.shape == (3, 3, 336, 336) and ours.dtype == torch.float32
     assert (ours - _reference_pixels(smooth, round_uint8=True)).abs().max() <= ONE_LEVEL + 1e-5
 
-    # ... and matches PIL's bicubic (the original LLaVA preprocessing) to one level on a real clip.
+    # ... and matches PIL's bicubic (the original LLaVA preprocessing, our default: exact, see
+    # test_fidelity.py) to one level on a real clip.
     clip = make_frames(4, height=360, width=640)  # portrait and landscape handled alike
     for frames in (clip, clip.transpose(0, 2, 1, 3).copy()):
-        ours = vp(frames)["pixel_values_videos"][0]
+        ours = vp(frames, resize_backend="torch")["pixel_values_videos"][0]
         diff = (ours - _pil_pixels(frames)).abs()
         assert diff.max() <= ONE_LEVEL + 1e-5
         assert (diff > 1e-4).float().mean() < 0.01

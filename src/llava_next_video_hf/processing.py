@@ -97,10 +97,12 @@ class LlavaNextVideoAnyResImageProcessor(LlavaNextImageProcessorPil):
 
 
 class LlavaNextVideoAnyResVideoProcessorKwargs(VideosKwargs, total=False):
-    r"""Video kwargs plus ``max_frames`` (the frame budget) and ``source_fps`` (rate of array inputs)."""
+    r"""Video kwargs plus ``max_frames`` (the frame budget), ``source_fps`` (rate of array inputs) and
+    ``resize_backend`` (``"pil"`` or ``"torch"``)."""
 
     max_frames: int | None
     source_fps: float | None
+    resize_backend: str | None
 
 
 _INTERPOLATION = {
@@ -187,6 +189,15 @@ def _to_clip(video: Any, index: int) -> torch.Tensor:
     return clip.contiguous()
 
 
+RESIZE_BACKENDS = ("pil", "torch")
+
+
+def _check_resize_backend(backend: str) -> str:
+    if backend not in RESIZE_BACKENDS:
+        raise ValueError(f"resize_backend must be one of {RESIZE_BACKENDS}, got {backend!r}")
+    return backend
+
+
 def _resize_output_size(height: int, width: int, size: SizeDict) -> tuple[int, int]:
     """Output (height, width) of transformers' resize (``get_resize_output_image_size`` semantics)."""
     if size.shortest_edge:
@@ -202,11 +213,17 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     r"""Torchvision-free video processor of LLaVA-NeXT-Video.
 
     Per frame: resize the shortest side to ``size["shortest_edge"]`` (bicubic, antialias), center
-    crop ``crop_size``, scale by 1/255 and normalise with ``image_mean``/``image_std``. Resizing
-    follows torchvision's ``resize`` exactly (what transformers' ``LlavaNextVideoVideoProcessor``
-    calls): on CPU a uint8 clip is resized by torch's native uint8 antialiased kernel (which also
-    matches PIL's resampling, the original LLaVA preprocessing), elsewhere in float32 then
-    clamped to [0, 255] and rounded; the whole clip goes through one ``interpolate`` call.
+    crop ``crop_size``, scale by 1/255 and normalise with ``image_mean``/``image_std``.
+
+    ``resize_backend="pil"`` (default): bit for bit what the original LLaVA-NeXT code feeds the
+    weights, i.e. transformers' PIL ``CLIPImageProcessor`` run on every frame (PIL bicubic resize of
+    the uint8 frame, then ``float64`` rescale cast to ``float32`` and ``(x - mean) / std`` in
+    ``float32``); frames given as floats, or living on an accelerator, take the torch path.
+    ``resize_backend="torch"``: torchvision's ``resize`` semantics (what transformers' own
+    ``LlavaNextVideoVideoProcessor`` does): on CPU a uint8 clip is resized by torch's native uint8
+    antialiased kernel, elsewhere in float32 then clamped to [0, 255] and rounded, the whole clip in
+    one ``interpolate`` call, then a fused rescale + normalise. The two differ by one uint8 level
+    on a fraction of a percent of the pixels.
 
     Frame sampling: encoded videos (paths, URLs, bytes, file objects) are always decoded with
     ``video_io.load_video`` using ``num_frames`` (uniform ``linspace``, first and last frame
@@ -236,15 +253,17 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     num_frames = 32
     fps = None
     max_frames = None
+    resize_backend = "pil"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._set_attributes(**kwargs)
+        _check_resize_backend(self.resize_backend)
 
     def to_dict(self) -> dict[str, Any]:
         """Serializable settings; the frame settings are always written (even when ``None``)."""
         out = super().to_dict()
-        for key in ("num_frames", "fps", "max_frames"):
+        for key in ("num_frames", "fps", "max_frames", "resize_backend"):
             out[key] = getattr(self, key, None)
         return out
 
@@ -320,6 +339,19 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         return out.round_().to(clip.dtype)
 
     @staticmethod
+    def _resize_pil(clip: torch.Tensor, out_hw: tuple[int, int], resample: Any) -> torch.Tensor:
+        """PIL resize of every uint8 frame of a (T, C, H, W) CPU clip, as transformers' PIL backend."""
+        if tuple(clip.shape[-2:]) == tuple(out_hw):
+            return clip
+        resample = PILImageResampling(resample if resample is not None else PILImageResampling.BILINEAR)
+        frames = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, C)
+        out = np.empty((frames.shape[0], out_hw[0], out_hw[1], frames.shape[3]), dtype=np.uint8)
+        for i, frame in enumerate(frames):
+            image = PIL.Image.fromarray(np.ascontiguousarray(frame))
+            out[i] = np.asarray(image.resize((out_hw[1], out_hw[0]), resample=resample, reducing_gap=None))
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+    @staticmethod
     def _center_crop(clip: torch.Tensor, crop: SizeDict) -> torch.Tensor:
         """Center crop (zero-padding first when the clip is smaller), as transformers does."""
         h, w = clip.shape[-2:]
@@ -334,14 +366,27 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
 
     def _pixels(self, clip: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         """(T, 3, H, W) uint8/float frames -> (T, 3, crop_h, crop_w) float32 model input."""
+        pil = (
+            options["resize_backend"] == "pil" and clip.dtype == torch.uint8 and clip.device.type == "cpu"
+        )
         if options["do_resize"]:
             size = options["size"]
             out_hw = _resize_output_size(int(clip.shape[-2]), int(clip.shape[-1]), size)
-            clip = self._resize(clip, out_hw, options["resample"])
+            resize = self._resize_pil if pil else self._resize
+            clip = resize(clip, out_hw, options["resample"])
         if options["do_center_crop"]:
             clip = self._center_crop(clip, options["crop_size"])
-        x = clip.to(torch.float32)
         rescale, factor = options["do_rescale"], options["rescale_factor"]
+        if pil:
+            # transformers' PIL backend (numpy): x * factor in float64, cast to float32, then
+            # (x - mean) / std in float32 with mean/std as float32: the same roundings, in torch
+            x = (clip.to(torch.float64) * factor).to(torch.float32) if rescale else clip.to(torch.float32)
+            if options["do_normalize"]:
+                mean = torch.tensor(options["image_mean"], dtype=torch.float32).view(-1, 1, 1)
+                std = torch.tensor(options["image_std"], dtype=torch.float32).view(-1, 1, 1)
+                x = (x - mean) / std
+            return x
+        x = clip.to(torch.float32)
         if options["do_normalize"]:
             # Fused rescale + normalise, exactly as transformers' TorchvisionBackend: (x - 255 m) / (255 s)
             mean = torch.tensor(options["image_mean"], device=x.device)
@@ -390,6 +435,8 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
             value = kwargs.pop(key, None)
             options[key] = value if value is not None else getattr(self, key)
         options = self._standardize_kwargs(default_to_square=self.default_to_square, **options)
+        backend = kwargs.pop("resize_backend", None)
+        options["resize_backend"] = _check_resize_backend(backend if backend is not None else self.resize_backend)
         ignored = set(kwargs) - set(self.valid_kwargs.__annotations__)
         if ignored:
             logger.warning_once(f"{type(self).__name__} ignores unknown arguments {sorted(ignored)}")

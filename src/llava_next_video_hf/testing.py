@@ -125,10 +125,15 @@ def make_tiny_model(seed: int = 0, tokenizer: Any | None = None, **overrides: An
     return LlavaNextVideoAnyResForConditionalGeneration(config).eval()
 
 
-def make_tiny_checkpoint(path: str | os.PathLike, seed: int = 0, **overrides: Any) -> Path:
-    """Write a tiny checkpoint of our format (weights, config, processor, tokenizer, chat template)."""
+def make_tiny_checkpoint(
+    path: str | os.PathLike, seed: int = 0, tokenizer: Any | None = None, **overrides: Any
+) -> Path:
+    """Write a tiny checkpoint of our format (weights, config, processor, tokenizer, chat template).
+
+    ``tokenizer`` defaults to [`make_tokenizer`]'s (e.g. [`make_sentencepiece_tokenizer`] instead).
+    """
     path = Path(path)
-    tokenizer = make_tokenizer()
+    tokenizer = tokenizer or make_tokenizer()
     model = make_tiny_model(seed, tokenizer, **overrides)
     model.save_pretrained(path)
     make_processor(model.config, tokenizer).save_pretrained(path)

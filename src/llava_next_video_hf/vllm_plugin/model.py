@@ -98,6 +98,60 @@ def flatten_mm_kwargs(kwargs: Mapping[str, object]) -> dict[str, object]:
     return flat
 
 
+def use_original_tokenization(tokenizer: Any, placeholders: Sequence[str]) -> None:
+    """Make vLLM's ``tokenizer`` give texts with media placeholders the original LLaVA ids.
+
+    vLLM renders chat templates and tokenizes prompts itself, with the tokenizer object it also hands
+    to our multimodal processor, before the processor sees any token. So the processor gives that
+    object (once; idempotent) a subclass whose ``__call__``/``encode`` tokenize a text containing
+    ``placeholders`` by [`tokenize_like_original`] — the rule our transformers processor applies by
+    default — and leave every other text (and batches) to the tokenizer. vLLM's own tokenizer proxy
+    is built the same way (``vllm.tokenizers.hf.get_cached_tokenizer``). Chat requests (a template
+    that renders a literal BOS) and raw prompts both get the BOS once, from the tokenizer.
+    """
+    from transformers import BatchEncoding
+
+    from ..processing import tokenize_like_original
+
+    base = type(tokenizer)
+    if getattr(base, "_llava_original_tokenization", False):
+        return
+    marks = tuple(placeholders)
+
+    def original(tok: Any, text: Any, kwargs: Mapping[str, Any]) -> dict[str, list] | None:
+        if not isinstance(text, str) or not any(m in text for m in marks) or kwargs.get("text_pair"):
+            return None
+        out = tokenize_like_original(
+            tok,
+            text,
+            marks,
+            add_special_tokens=bool(kwargs.get("add_special_tokens", True)),
+            return_offsets_mapping=bool(kwargs.get("return_offsets_mapping", False)),
+        )
+        max_length = kwargs.get("max_length")
+        if kwargs.get("truncation") and max_length is not None and len(out["input_ids"]) > max_length:
+            # vLLM asks for max_input_tokens + 1 so that its own length check still fails as expected
+            keep = slice(-max_length, None) if tok.truncation_side == "left" else slice(None, max_length)
+            out = {k: v[keep] for k, v in out.items()}
+        return out
+
+    class OriginalTokenization(base):  # type: ignore[misc, valid-type]
+        _llava_original_tokenization = True
+
+        def __call__(self, text: Any = None, *args: Any, **kwargs: Any) -> Any:
+            out = None if args else original(self, text, kwargs)
+            if out is None:
+                return super().__call__(text, *args, **kwargs)
+            return BatchEncoding({**out, "attention_mask": [1] * len(out["input_ids"])})
+
+        def encode(self, text: Any, *args: Any, **kwargs: Any) -> Any:
+            out = None if args else original(self, text, kwargs)
+            return super().encode(text, *args, **kwargs) if out is None else out["input_ids"]
+
+    OriginalTokenization.__name__ = OriginalTokenization.__qualname__ = base.__name__
+    tokenizer.__class__ = OriginalTokenization
+
+
 # ============================================================================ processing info
 
 
@@ -193,7 +247,21 @@ class LlavaNextVideoAnyResDummyInputsBuilder(BaseDummyInputsBuilder[LlavaNextVid
 
 
 class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextVideoAnyResProcessingInfo]):
-    """Media -> our pixel values (frames flattened into one buffer); placeholders -> token runs."""
+    """Media -> our pixel values (frames flattened into one buffer); placeholders -> token runs.
+
+    Built before vLLM tokenizes any prompt: unless the checkpoint's processor says
+    ``tokenization="transformers"``, it makes vLLM's tokenizer follow the original LLaVA rule
+    ([`use_original_tokenization`]), so both engines feed the model the same ids.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tokenizer = self.info.ctx.tokenizer
+        if tokenizer is None:  # skip_tokenizer_init: prompts arrive as ids
+            return
+        processor = self.info.get_hf_processor()
+        if getattr(processor, "tokenization", "original") == "original":
+            use_original_tokenization(tokenizer, [processor.image_token, processor.video_token])
 
     def _call_hf_processor(
         self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]
