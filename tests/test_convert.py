@@ -253,19 +253,19 @@ def test_lmms_lab_settings_carry_over(tmp_path, capsys):
         mm_resampler_type=None,  # OneVision-era code: pooled after the projector, newline policy stated
         mm_newline_position="grid",
         mm_spatial_pool_mode="bilinear",
-        mm_spatial_pool_stride=3,
+        mm_spatial_pool_stride=2,
         mm_vision_select_layer=-3,
         mm_vision_select_feature="cls_patch",
-        image_grid_pinpoints=[[336, 672], [672, 336]],
+        image_grid_pinpoints=[[336, 672], [672, 336]],  # (width, height) in the original
         rope_scaling={"type": "linear", "factor": 2.0},
     )
     assert _run(capsys, src, tmp_path / "out")[0] == 0
     c = json.loads((tmp_path / "out" / "config.json").read_text())
     assert c["text_config"]["model_type"] == "mistral"
     assert (c["spatial_pool_position"], c["video_newline_position"]) == ("after_projector", "grid")
-    assert (c["spatial_pool_mode"], c["spatial_pool_stride"]) == ("bilinear", 3)
+    assert (c["spatial_pool_mode"], c["spatial_pool_stride"]) == ("bilinear", 2)
     assert (c["vision_feature_layer"], c["vision_feature_select_strategy"]) == (-3, "full")
-    assert c["image_grid_pinpoints"] == [[336, 672], [672, 336]]
+    assert c["image_grid_pinpoints"] == [[672, 336], [336, 672]]  # ours are [height, width]
     assert c["text_config"]["rope_parameters"]["rope_type"] == "linear"
     assert c["text_config"]["rope_parameters"]["factor"] == 2.0
     assert (c["text_config"]["max_position_embeddings"], c["original_max_position_embeddings"]) == (
@@ -281,6 +281,22 @@ def test_lmms_lab_settings_carry_over(tmp_path, capsys):
         ({"mm_projector_type": "linear"}, "mm_projector_type 'linear' is not supported"),
         ({"mm_patch_merge_type": "flat"}, "mm_patch_merge_type 'flat' is not supported"),
         ({"mm_resampler_type": "perceiver"}, "mm_resampler_type 'perceiver' is not supported"),
+        ({"add_faster_video": True}, "add_faster_video"),
+        ({"mm_spatial_pool_mode": "bilinear"}, "mm_spatial_pool_mode 'bilinear' with the spatial_pool"),
+        (
+            {"mm_resampler_type": None, "mm_newline_position": "grid", "mm_spatial_pool_stride": 3},
+            "mm_spatial_pool_stride 3",
+        ),
+        (
+            {"mm_resampler_type": None, "mm_newline_position": "grid", "mm_spatial_pool_mode": "conv"},
+            "mm_spatial_pool_mode 'conv'",
+        ),
+        ({"image_aspect_ratio": "pad"}, "image_aspect_ratio 'pad' is not supported"),
+        (
+            {"image_aspect_ratio": "anyres_max_9", "image_grid_pinpoints": "(1x1),...,(6x6)"},
+            "image_aspect_ratio 'anyres_max_9'",
+        ),
+        ({"image_grid_pinpoints": "1x1 to 6x6"}, "image_grid_pinpoints '1x1 to 6x6' is neither"),
         ({"mm_vision_tower": "google/siglip-so400m-patch14-384"}, "SigLIP towers"),
         (
             {"architectures": ["LlavaMixtralForCausalLM"], "model_type": "llava_mixtral"},

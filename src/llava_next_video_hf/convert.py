@@ -50,7 +50,7 @@ import torch
 
 from . import rope
 from .chat_templates import TEMPLATES
-from .configuration import LlavaNextVideoAnyResConfig
+from .configuration import DEFAULT_GRID_PINPOINTS, LlavaNextVideoAnyResConfig
 from .errors import ConversionError
 
 LAYOUTS = ("llava-hf", "llava-hf-image", "lmms-lab", "ours")
@@ -629,25 +629,86 @@ def _lmms_lab_vision_config(
 
 
 def _parse_pinpoints(value: Any, image_size: int) -> list[list[int]] | None:
-    """``image_grid_pinpoints`` as a list of [h, w]; OneVision's ``"(1x1),...,(6x6)"`` is expanded."""
-    if value is None or isinstance(value, list):
-        return value
-    grids = [tuple(map(int, m)) for m in re.findall(r"\((\d+)x(\d+)\)", str(value))]
-    if len(grids) < 2:
+    """An original ``image_grid_pinpoints`` in our convention: a list of ``[height, width]``.
+
+    The original code reads every pair as ``(width, height)`` (``mm_utils.select_best_resolution``,
+    ``get_anyres_image_grid_shape``); ours (as transformers') reads ``[height, width]``: each pair is
+    swapped, the order kept (so ties between canvases resolve as in the original). OneVision's range
+    string ``"(1x1),...,(6x6)"`` is expanded as the original expands it (``(i x j)`` = ``i`` tiles
+    wide, ``j`` high, ``i`` outer) before the swap.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        grids = [tuple(map(int, m)) for m in re.findall(r"\((\d+)x(\d+)\)", value)]
+        if not grids:
+            raise ConversionError(f"image_grid_pinpoints {value!r} is neither a list nor '(AxB),...,(CxD)'")
+        (w0, h0), (w1, h1) = grids[0], grids[-1]
+        pairs = [(i * image_size, j * image_size) for i in range(w0, w1 + 1) for j in range(h0, h1 + 1)]
+    elif isinstance(value, (list, tuple)):
+        pairs = []
+        for pair in value:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ConversionError(f"image_grid_pinpoints: {pair!r} is not a (width, height) pair")
+            pairs.append((int(pair[0]), int(pair[1])))
+    else:
         raise ConversionError(f"image_grid_pinpoints {value!r} is neither a list nor '(AxB),...,(CxD)'")
-    (r0, c0), (r1, c1) = grids[0], grids[-1]
-    return [[i * image_size, j * image_size] for i in range(r0, r1 + 1) for j in range(c0, c1 + 1)]
+    if not pairs:
+        raise ConversionError("image_grid_pinpoints is empty")
+    for width, height in pairs:
+        if width < image_size or height < image_size or width % image_size or height % image_size:
+            raise ConversionError(
+                f"image_grid_pinpoints: ({width}, {height}) is not a multiple of the {image_size} px tile"
+            )
+    return [[height, width] for width, height in pairs]
 
 
-def _lmms_lab_video_settings(cfg: dict, notes: list[str]) -> dict:
-    """Pooling and newline settings of an original config (2024 release vs OneVision-era code)."""
+def _check_aspect_ratio(aspect: Any, pinpoints: list[list[int]], image_size: int) -> None:
+    """Accept ``image_aspect_ratio`` values whose images our AnyRes path reproduces; refuse the rest.
+
+    ``anyres_max_N`` downsamples an image's unpadded tile features (bilinear) when they cover more
+    than ~N tiles (``sqrt(h*w / (N * grid**2)) > 1.1``); with no canvas over ``1.21 * N`` tiles that
+    never happens and it is plain AnyRes.
+    """
+    if aspect == "anyres":
+        return
+    match = re.fullmatch(r"anyres_max_(\d+)", str(aspect))
+    if match:
+        limit = int(match.group(1))
+        tiles = max((h // image_size) * (w // image_size) for h, w in pinpoints)
+        if math.sqrt(tiles / limit) <= 1.1:
+            return
+        raise ConversionError(
+            f"image_aspect_ratio {aspect!r}: images of more than ~{limit} tiles (up to {tiles} with these "
+            "image_grid_pinpoints) get their features downsampled, which this model does not implement"
+        )
+    raise ConversionError(
+        f"image_aspect_ratio {aspect!r} is not supported (anyres, or anyres_max_N that never downsamples): "
+        "images are processed with AnyRes"
+    )
+
+
+def _lmms_lab_video_settings(cfg: dict, notes: list[str], settings: Settings | None = None) -> dict:
+    """Pooling and newline settings of an original config (2024 release vs OneVision-era code).
+
+    Refused with the key named: ``add_faster_video`` (slow-fast frames), a resampler other than
+    ``spatial_pool``, pooling modes the original does not have at that place, and an
+    ``mm_spatial_pool_stride`` other than 2 after the projector (the original ``main`` code pools videos
+    with ``get_2dPool``'s default stride 2 whatever the config says) unless ``--pool-stride`` decides.
+    """
+    settings = settings or Settings()
+    if cfg.get("add_faster_video"):
+        raise ConversionError(
+            "add_faster_video: the slow-fast video tokens (faster_token, doubled stride on some frames) "
+            "are not supported"
+        )
     resampler = cfg.get("mm_resampler_type")
     mode = cfg.get("mm_spatial_pool_mode", "average")
     stride = int(cfg.get("mm_spatial_pool_stride") or 2)
     if resampler == "spatial_pool":  # 2024 release: pooled by the resampler, before the projector
         if mode not in ("average", "max"):
             raise ConversionError(
-                f"mm_spatial_pool_mode {mode!r} with the spatial_pool resampler is not supported"
+                f"mm_spatial_pool_mode {mode!r} with the spatial_pool resampler is not supported (average or max)"
             )
         position, newline = "before_projector", cfg.get("mm_newline_position", "no_token")
     elif resampler not in (None, "", "none"):
@@ -656,6 +717,13 @@ def _lmms_lab_video_settings(cfg: dict, notes: list[str]) -> dict:
         "mm_newline_position" in cfg or "mm_spatial_pool_stride" in cfg
     ):  # OneVision-era: after the projector
         position, newline = "after_projector", cfg.get("mm_newline_position", "one_token")
+        if mode not in rope.POOL_MODES:
+            raise ConversionError(f"mm_spatial_pool_mode {mode!r} is not one of {rope.POOL_MODES}")
+        if stride != 2 and settings.spatial_pool_stride is None:
+            raise ConversionError(
+                f"mm_spatial_pool_stride {stride}: the original code pools videos after the projector with "
+                "stride 2 whatever this says (get_2dPool's default); pass --pool-stride to choose"
+            )
     else:
         notes.append(
             "config.json states no video pooling: using the paper's (2x2 average before the projector)"
@@ -694,14 +762,14 @@ def config_from_lmms_lab(
         raise ConversionError(
             f"mm_patch_merge_type {merge!r} is not supported: images follow AnyRes spatial_unpad (with image_newline)"
         )
-    aspect = cfg.get("image_aspect_ratio", "anyres")
-    if aspect != "anyres":
-        notes.append(f"image_aspect_ratio {aspect!r}: images will be processed with plain AnyRes")
     select = cfg.get("mm_vision_select_feature", "patch")
     strategy = {"patch": "default", "cls_patch": "full"}.get(select)
     if strategy is None:
         raise ConversionError(f"mm_vision_select_feature {select!r} is not supported (patch or cls_patch)")
     vision = _lmms_lab_vision_config(cfg, shapes, settings, notes)
+    image_size = int(vision.get("image_size", 336))
+    pinpoints = _parse_pinpoints(cfg.get("image_grid_pinpoints"), image_size)
+    _check_aspect_ratio(cfg.get("image_aspect_ratio", "anyres"), pinpoints or DEFAULT_GRID_PINPOINTS, image_size)
     text, factor, original = _normalize_text_rope(_lmms_lab_text_config(cfg))
     fields = {
         "image_token_id": image_token_id,
@@ -709,11 +777,9 @@ def config_from_lmms_lab(
         "projector_hidden_act": "gelu",
         "vision_feature_select_strategy": strategy,
         "vision_feature_layer": cfg.get("mm_vision_select_layer", -2),
-        "image_grid_pinpoints": _parse_pinpoints(
-            cfg.get("image_grid_pinpoints"), int(vision.get("image_size", 336))
-        ),
+        "image_grid_pinpoints": pinpoints,
         "tie_word_embeddings": cfg.get("tie_word_embeddings", False),
-        **_lmms_lab_video_settings(cfg, notes),
+        **_lmms_lab_video_settings(cfg, notes, settings),
         **settings.video(),
         **settings.rope(factor, original),
     }
