@@ -98,10 +98,17 @@ def test_chat_template_tokenize_true_gives_the_original_ids(vicuna_tok):
     """transformers' apply_chat_template(tokenize=True) passes add_special_tokens=False (the text has a
     literal <s>): the BOS still comes once, from the tokenizer."""
     proc = _processor(vicuna_tok)
-    msgs = [{"role": "user", "content": [{"type": "video", "video": _video(2)}, {"type": "text", "text": QUESTION}]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": [{"type": "video", "video": _video(2)}, {"type": "text", "text": QUESTION}],
+        }
+    ]
     out = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)
     n = proc.num_video_tokens(2)
-    expected = _ids(vicuna_tok, VICUNA_BEFORE) + [vicuna_tok.video_token_id] * n + _ids(vicuna_tok, VICUNA_AFTER)
+    expected = (
+        _ids(vicuna_tok, VICUNA_BEFORE) + [vicuna_tok.video_token_id] * n + _ids(vicuna_tok, VICUNA_AFTER)
+    )
     assert out["input_ids"][0].tolist() == expected
 
 
@@ -175,7 +182,9 @@ def test_video_pixels_bit_equal_to_pil_clip_image_processor_per_frame(height, wi
     from llava_next_video_hf.processing import LlavaNextVideoAnyResVideoProcessor
 
     frames = np.random.default_rng(height * width).integers(0, 256, (3, height, width, 3), dtype=np.uint8)
-    clip_processor = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    clip_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}
+    )
     expected = np.stack([clip_processor(f, return_tensors="np")["pixel_values"][0] for f in frames])
     vp = LlavaNextVideoAnyResVideoProcessor()
     ours = vp(frames)["pixel_values_videos"][0].numpy()

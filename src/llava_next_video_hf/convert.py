@@ -769,7 +769,9 @@ def config_from_lmms_lab(
     vision = _lmms_lab_vision_config(cfg, shapes, settings, notes)
     image_size = int(vision.get("image_size", 336))
     pinpoints = _parse_pinpoints(cfg.get("image_grid_pinpoints"), image_size)
-    _check_aspect_ratio(cfg.get("image_aspect_ratio", "anyres"), pinpoints or DEFAULT_GRID_PINPOINTS, image_size)
+    _check_aspect_ratio(
+        cfg.get("image_aspect_ratio", "anyres"), pinpoints or DEFAULT_GRID_PINPOINTS, image_size
+    )
     text, factor, original = _normalize_text_rope(_lmms_lab_text_config(cfg))
     fields = {
         "image_token_id": image_token_id,

@@ -407,9 +407,7 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
 
     def _pixels(self, clip: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         """(T, 3, H, W) uint8/float frames -> (T, 3, crop_h, crop_w) float32 model input."""
-        pil = (
-            options["resize_backend"] == "pil" and clip.dtype == torch.uint8 and clip.device.type == "cpu"
-        )
+        pil = options["resize_backend"] == "pil" and clip.dtype == torch.uint8 and clip.device.type == "cpu"
         if options["do_resize"]:
             size = options["size"]
             out_hw = _resize_output_size(int(clip.shape[-2]), int(clip.shape[-1]), size)
@@ -470,7 +468,9 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
             options[key] = value if value is not None else getattr(self, key)
         options = self._standardize_kwargs(default_to_square=self.default_to_square, **options)
         backend = kwargs.pop("resize_backend", None)
-        options["resize_backend"] = _check_resize_backend(backend if backend is not None else self.resize_backend)
+        options["resize_backend"] = _check_resize_backend(
+            backend if backend is not None else self.resize_backend
+        )
         ignored = set(kwargs) - set(self.valid_kwargs.__annotations__)
         if ignored:
             logger.warning_once(f"{type(self).__name__} ignores unknown arguments {sorted(ignored)}")
@@ -489,9 +489,12 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         lengths = [int(p.shape[0]) for p in processed]
         t_max = max(lengths)
         # (num_videos, T_max, 3, H, W), zeros after each video's last frame
-        batch = processed[0].new_zeros((len(processed), t_max, *processed[0].shape[1:]))
-        for i, p in enumerate(processed):
-            batch[i, : p.shape[0]] = p
+        if len(processed) == 1:
+            batch = processed[0][None]
+        else:
+            batch = processed[0].new_zeros((len(processed), t_max, *processed[0].shape[1:]))
+            for i, p in enumerate(processed):
+                batch[i, : p.shape[0]] = p
         data = {"pixel_values_videos": batch, "video_num_frames": torch.tensor(lengths, dtype=torch.int64)}
         if return_tensors == "np":
             data = {k: v.cpu().numpy() for k, v in data.items()}
