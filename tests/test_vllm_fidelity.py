@@ -95,3 +95,33 @@ def test_raw_prompt_ids_are_the_originals(server, files):
     assert resp.status_code == 200, resp.text
     expected = _ids(tok, "<s> ▁USER : ▁ <video> ▁ <0x0A> What ▁is ▁happening ? ▁ASSISTANT :".split())
     assert resp.json()["tokens"] == expected
+
+
+def test_vllm_tokenizer_hook_without_an_engine():
+    """The tokenizer vLLM's renderer holds (wrapped by vLLM's own caching proxy), called the way the
+    renderer calls it: a raw prompt (``tokenizer(text, truncation=..., max_length=...,
+    add_special_tokens=True)``) and a chat request (``apply_chat_template(tokenize=True)``)."""
+    from vllm.tokenizers.hf import get_cached_tokenizer
+
+    from llava_next_video_hf.vllm_plugin.model import use_original_tokenization
+
+    tok = get_cached_tokenizer(testing.make_sentencepiece_tokenizer("vicuna"))
+    use_original_tokenization(tok, ["<image>", "<video>"])
+    use_original_tokenization(tok, ["<image>", "<video>"])  # idempotent
+    raw = tok("USER: <video>\nWhat? ASSISTANT:", truncation=True, max_length=100, add_special_tokens=True)
+    assert raw["input_ids"] == _ids(tok, "<s> ▁USER : ▁ <video> ▁ <0x0A> What ? ▁ASSISTANT :".split())
+    assert tok.encode("<video>\nWhat", add_special_tokens=True) == _ids(
+        tok, "<s> <video> ▁ <0x0A> What".split()
+    )
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "video"}, {"type": "text", "text": "What is happening in this video?"}],
+        }
+    ]
+    chat = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert chat == _ids(tok, VICUNA_BEFORE) + [tok.video_token_id] + _ids(tok, VICUNA_AFTER)
+    # texts without a media placeholder are the tokenizer's own business
+    assert tok("What is happening?")["input_ids"] == _ids(tok, "<s> ▁What ▁is ▁happening ?".split())
+    # vLLM's length guard: max_length = max_input_tokens + 1, truncation on the tokenizer's side
+    assert len(tok("USER: <video>\nWhat? ASSISTANT:", truncation=True, max_length=5)["input_ids"]) == 5

@@ -142,7 +142,8 @@ def use_original_tokenization(tokenizer: Any, placeholders: Sequence[str]) -> No
             out = None if args else original(self, text, kwargs)
             if out is None:
                 return super().__call__(text, *args, **kwargs)
-            return BatchEncoding({**out, "attention_mask": [1] * len(out["input_ids"])})
+            data = {**out, "attention_mask": [1] * len(out["input_ids"])}
+            return BatchEncoding(data, tensor_type=kwargs.get("return_tensors"))
 
         def encode(self, text: Any, *args: Any, **kwargs: Any) -> Any:
             out = None if args else original(self, text, kwargs)
