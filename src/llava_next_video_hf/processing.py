@@ -5,11 +5,13 @@ Three classes, all usable without torchvision:
 * [`LlavaNextVideoAnyResImageProcessor`]: AnyRes images, bit-for-bit transformers' LLaVA-NeXT
   image processor (PIL backend, the one transformers itself falls back to without torchvision).
 * [`LlavaNextVideoAnyResVideoProcessor`]: frames -> shortest side 336 (bicubic, antialias) ->
-  center crop 336 -> CLIP normalisation, in torch + numpy, with the original frame sampling rules
+  center crop 336 -> CLIP normalisation, by default bit-equal to the original's per-frame PIL
+  ``CLIPImageProcessor`` (a torch path is an option), with the original frame sampling rules
   of [`video_io`](video_io.py) (``linspace`` including the last frame, fps with a frame budget).
 * [`LlavaNextVideoAnyResProcessor`]: expands every ``<image>``/``<video>`` placeholder to exactly
   the number of features the model produces (the arithmetic lives in [`rope`](rope.py) only),
-  refuses prompts longer than the model's context (never truncates) and says what would fit.
+  refuses prompts longer than the model's context (never truncates) and says what would fit;
+  tokenizes like the original LLaVA code by default ([`tokenize_like_original`]).
 
 Notes on transformers 5.19 machinery (why the classes look the way they do):
 
