@@ -101,13 +101,18 @@ def test_vllm_tokenizer_hook_without_an_engine():
     """The tokenizer vLLM's renderer holds (wrapped by vLLM's own caching proxy), called the way the
     renderer calls it: a raw prompt (``tokenizer(text, truncation=..., max_length=...,
     add_special_tokens=True)``) and a chat request (``apply_chat_template(tokenize=True)``)."""
-    from vllm.tokenizers.hf import get_cached_tokenizer
+    import pickle
+
+    from vllm.tokenizers.hf import get_cached_tokenizer, maybe_make_thread_pool
 
     from llava_next_video_hf.vllm_plugin.model import use_original_tokenization
 
     tok = get_cached_tokenizer(testing.make_sentencepiece_tokenizer("vicuna"))
     use_original_tokenization(tok, ["<image>", "<video>"])
     use_original_tokenization(tok, ["<image>", "<video>"])  # idempotent
+    # vLLM's renderer then routes calls to deep copies of it (its thread pool), and pickles it
+    tok = maybe_make_thread_pool(tok, 2)
+    tok = pickle.loads(pickle.dumps(tok))
     raw = tok("USER: <video>\nWhat? ASSISTANT:", truncation=True, max_length=100, add_special_tokens=True)
     assert raw["input_ids"] == _ids(tok, "<s> ▁USER : ▁ <video> ▁ <0x0A> What ? ▁ASSISTANT :".split())
     assert tok.encode("<video>\nWhat", add_special_tokens=True) == _ids(

@@ -149,8 +149,26 @@ def use_original_tokenization(tokenizer: Any, placeholders: Sequence[str]) -> No
             out = None if args else original(self, text, kwargs)
             return super().encode(text, *args, **kwargs) if out is None else out["input_ids"]
 
+        def __reduce__(self) -> Any:
+            # vLLM copies tokenizers by their reduction (its thread pool deep-copies the renderer's
+            # tokenizer, whose vLLM proxy rebuilds a plain one): copies must keep this rule too
+            return _restore_original_tokenization, (super().__reduce__(), marks)
+
     OriginalTokenization.__name__ = OriginalTokenization.__qualname__ = base.__name__
     tokenizer.__class__ = OriginalTokenization
+
+
+def _restore_original_tokenization(reduced: Any, placeholders: Sequence[str]) -> Any:
+    """Rebuild a tokenizer from its base class' reduction and give it the original rule again."""
+    rebuild, args, *rest = reduced
+    tokenizer = rebuild(*args)
+    if rest and rest[0] is not None:
+        if hasattr(tokenizer, "__setstate__"):
+            tokenizer.__setstate__(rest[0])
+        else:
+            tokenizer.__dict__.update(rest[0])
+    use_original_tokenization(tokenizer, placeholders)
+    return tokenizer
 
 
 # ============================================================================ processing info
