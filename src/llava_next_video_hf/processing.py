@@ -189,7 +189,7 @@ def _to_clip(video: Any, index: int) -> torch.Tensor:
         clip = clip.expand(-1, 3, -1, -1)
     elif clip.shape[1] == 4:  # RGBA: drop alpha
         clip = clip[:, :3]
-    return clip.contiguous()
+    return clip  # may be a view of channels-last memory: the PIL path reads frames from it without a copy
 
 
 RESIZE_BACKENDS = ("pil", "torch")
@@ -410,6 +410,8 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     def _pixels(self, clip: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         """(T, 3, H, W) uint8/float frames -> (T, 3, crop_h, crop_w) float32 model input."""
         pil = options["resize_backend"] == "pil" and clip.dtype == torch.uint8 and clip.device.type == "cpu"
+        if not pil:
+            clip = clip.contiguous()
         if options["do_resize"]:
             size = options["size"]
             out_hw = _resize_output_size(int(clip.shape[-2]), int(clip.shape[-1]), size)

@@ -85,10 +85,19 @@ def generate_one(
             video, num_frames=num_frames, fps=fps, max_frames=max_frames
         )
         media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
-    # tokenized as transformers tokenizes a rendered chat: BOS added unless the template wrote it
+    # tokenized as the transformers processor tokenizes a rendered chat: BOS added unless the template
+    # wrote it, and by the original LLaVA rule unless the processor says tokenization="transformers"
     bos = processor.tokenizer.bos_token
     special = not (bos is not None and text.startswith(bos))
-    prompt_ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
+    if getattr(processor, "tokenization", "original") == "original":
+        from ..processing import tokenize_like_original
+
+        marks = [processor.image_token, processor.video_token]
+        prompt_ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
+            "input_ids"
+        ]
+    else:
+        prompt_ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
     # the transformers processor refuses a prompt the context cannot hold (ContextLengthError, saying
     # how many frames would fit) before an engine is started for nothing
     videos = [media["video"]] if video is not None else None
