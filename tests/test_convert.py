@@ -467,11 +467,14 @@ def test_missing_extra_and_misshaped_tensors_are_all_listed(hf_video, tmp_path, 
 
 
 def test_existing_destination_needs_overwrite(hf_video, tmp_path, capsys):
-    dst = tmp_path / "out"
-    dst.mkdir()
+    dst = testing.make_tiny_checkpoint(tmp_path / "out")  # --overwrite replaces checkpoint folders only
     (dst / "keep.txt").write_text("old")
     code, _, err = _run(capsys, hf_video, dst)
-    assert code == 1 and "already exists; pass --overwrite" in err and (dst / "keep.txt").is_file()
+    assert (
+        code == 1
+        and "already exists and is not empty; pass --overwrite" in err
+        and (dst / "keep.txt").is_file()
+    )
     code, _, _ = _run(capsys, hf_video, dst, "--overwrite")
     assert code == 0 and not (dst / "keep.txt").exists() and (dst / "config.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary folders left

@@ -36,10 +36,8 @@ import json
 import math
 import os
 import re
-import shutil
 import struct
 import sys
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +46,7 @@ from typing import Any
 
 import torch
 
-from . import rope
+from . import output_dir, rope
 from .chat_templates import TEMPLATES
 from .configuration import DEFAULT_GRID_PINPOINTS, LlavaNextVideoAnyResConfig
 from .errors import ConversionError
@@ -1272,27 +1270,11 @@ def resolve_source(src: str | os.PathLike) -> Path:
 
 
 def _check_destination(dst: Path, src: Path | None, overwrite: bool) -> None:
-    if src is not None and (dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents):
-        raise ConversionError(f"DST {dst} must be outside SRC {src}")
-    if (dst.exists() or dst.is_symlink()) and not overwrite:
-        raise ConversionError(f"{dst} already exists; pass --overwrite to replace it")
-
-
-def _publish(tmp: Path, dst: Path, overwrite: bool) -> None:
-    """Move the finished ``tmp`` folder to ``dst`` (replacing it only with ``overwrite``)."""
-    if not (dst.exists() or dst.is_symlink()):
-        os.replace(tmp, dst)
-        return
-    if not overwrite:
-        raise ConversionError(f"{dst} already exists; pass --overwrite to replace it")
-    old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(dst, old)
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        os.replace(old, dst)
-        raise
-    shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    """Refuse a DST that overlaps SRC, cannot be created, or exists (without ``overwrite``, or when it
+    is not a checkpoint folder we would replace): see ``output_dir``."""
+    if src is not None:
+        output_dir.check_no_overlap(src, dst, ConversionError)
+    output_dir.check_destination(dst, overwrite, ConversionError)
 
 
 def convert(
@@ -1323,19 +1305,15 @@ def convert(
         raise ConversionError(f"target must be one of {TARGETS}, got {target!r}")
     limit = parse_size(shard_size)
     dst = Path(dst).expanduser()
-    _check_destination(dst, None, overwrite)
+    local = Path(src).expanduser()
+    _check_destination(dst, local if local.exists() else None, overwrite)
     folder = resolve_source(src)
     _check_destination(dst, folder, overwrite)
     plan = plan_conversion(folder, layout, target, Settings(**settings))
-    tmp = dst.with_name(f".{dst.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        tmp.mkdir(parents=True)
-        shards = write_shards(plan.entries, plan.source, tmp, limit, progress)
-        plan.save_files(tmp)
-        _publish(tmp, dst, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with output_dir.staged_output(dst, overwrite, ConversionError) as tmp:
+            shards = write_shards(plan.entries, plan.source, tmp, limit, progress)
+            plan.save_files(tmp)
     finally:
         plan.source.close()
     return ConversionResult(
@@ -1444,8 +1422,9 @@ layouts (--from, detected from config.json and the tensor names by default):
   lmms-lab        original Llava{Llama,Mistral,Qwen}ForCausalLM with mm_* settings (<image>/<video> added)
   ours            this package's format (re-shard, re-cast, change settings)
 
-SRC is a folder (or a Hub id, downloaded when online). DST must not exist unless --overwrite; it is
-written to a temporary folder and renamed when complete."""
+SRC is a folder (or a Hub id, downloaded when online). DST must not exist unless --overwrite, must not
+overlap SRC, and --overwrite replaces only a checkpoint folder. DST is written to a hidden folder next to
+it (.DST.partial-*) and renamed when complete; one left by a killed run is removed by the next run."""
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .. import output_dir
 from . import remote_code as _remote
 from .folder import MODEL_TYPE, PICKLE_SUFFIXES, HubFolderError, check_folder
 
@@ -150,10 +150,12 @@ def export_for_hub(
 
     Args:
         src: a checkpoint folder of this format (``model_type`` ``llava_next_video_anyres``).
-        dst: the folder to create (must not exist, or be empty, unless ``overwrite``).
+        dst: the folder to create (must not exist, or be empty, unless ``overwrite``); it must not
+            overlap ``src``, and ``overwrite`` replaces only a checkpoint folder (never a plain file
+            or any other folder).
         remote_code: ship the generated remote-code modules and ``auto_map`` entries, so that machines
             without this package load the folder with ``trust_remote_code=True``.
-        overwrite: replace an existing non-empty ``dst``.
+        overwrite: replace an existing non-empty ``dst`` that is a checkpoint folder.
         facts: model-card facts for [`build_model_card`] (``repo_id``, ``base_model``, ``license``,
             ``datasets``, ``eval_results``, ...).
 
@@ -166,17 +168,11 @@ def export_for_hub(
     """
     from .card import build_model_card
 
-    src, dst = Path(src).resolve(), Path(dst).resolve()
+    src, dst = Path(src).expanduser(), Path(dst).expanduser()
     _check_source(src)
-    if dst == src or src in dst.parents:
-        raise HubFolderError(f"the destination {dst} must be outside the source folder {src}")
-    if dst.exists() and any(dst.iterdir()) and not overwrite:
-        raise HubFolderError(
-            f"{dst} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
-        )
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    output_dir.check_no_overlap(src, dst, HubFolderError)
+    output_dir.check_destination(dst, overwrite, HubFolderError, empty_ok=True)
+    with output_dir.staged_output(dst, overwrite, HubFolderError) as tmp:
         copied, _ = plan_copy(src)
         for path in copied:
             target = tmp / path.relative_to(src)
@@ -187,13 +183,7 @@ def export_for_hub(
         write_auto_maps(tmp, remote_code)
         build_model_card(tmp, **facts).save(tmp / "README.md")
         check_folder(tmp)
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
+    return dst.absolute()
 
 
 __all__ = ["export_for_hub", "plan_copy", "write_auto_maps"]
