@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import tempfile
@@ -33,18 +34,42 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help=COMMANDS["generate"][1])
     p.add_argument("model", help="checkpoint folder (or Hub id when online)")
-    p.add_argument("--video", help="video path, URL or '-' for stdin bytes")
+    p.add_argument("--video", help="video path, URL or '-' to read the video's bytes from stdin")
     p.add_argument("--image", action="append", default=[], help="image path (repeatable)")
     p.add_argument("--prompt", required=True, help="the question")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--frames", type=int, help="sample N frames uniformly (default: the checkpoint's)")
-    group.add_argument("--fps", type=float, help="sample F frames per second (bounded by --max-frames)")
-    p.add_argument("--max-frames", type=int, help="upper bound on sampled frames")
+    group.add_argument(
+        "--frames", type=_positive_int, help="sample N frames uniformly (default: the checkpoint's)"
+    )
+    group.add_argument(
+        "--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)"
+    )
+    p.add_argument("--max-frames", type=_positive_int, help="upper bound on sampled frames")
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.set_defaults(func=_run_generate)
 
@@ -77,6 +102,12 @@ def generate(
     """
     if video is None and not images:
         raise LlavaNextVideoError("give a --video or at least one --image to ask about")
+    _check_checkpoint(model)
+    if images:
+        from .processing import load_image_checked
+
+        for path in images:  # refused before a model is loaded
+            load_image_checked(path)
     if engine == "vllm":
         from .vllm_plugin.offline import generate_one
 
@@ -94,9 +125,13 @@ def generate(
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
 
-    processor = AutoProcessor.from_pretrained(model)
-    net = AutoModelForImageTextToText.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
-    frame_kwargs = {k: v for k, v in dict(num_frames=num_frames, fps=fps, max_frames=max_frames).items() if v}
+    try:
+        processor = AutoProcessor.from_pretrained(model)
+        net = AutoModelForImageTextToText.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+    except OSError as err:
+        raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {_first_line(err)}") from err
+    frames = dict(num_frames=num_frames, fps=fps, max_frames=max_frames)
+    frame_kwargs = {k: v for k, v in frames.items() if v is not None}
     inputs = processor.apply_chat_template(
         _messages(prompt, video, images),
         add_generation_prompt=True,
@@ -113,7 +148,52 @@ def generate(
     return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def _check_checkpoint(model: str | os.PathLike) -> None:
+    """Refuse a MODEL that is neither a checkpoint folder nor (online) a Hub id, before loading anything."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LlavaNextVideoError(f"{model} is not a checkpoint folder (it has no config.json)")
+        return
+    if path.exists():
+        raise LlavaNextVideoError(f"{model} is a file; MODEL must be a checkpoint folder or a Hub id")
+    from huggingface_hub import constants
+
+    text = str(model)
+    hub_id = not text.startswith((".", "/", "~")) and text.count("/") <= 1 and "\\" not in text
+    if not hub_id:
+        raise LlavaNextVideoError(f"checkpoint folder {model} does not exist")
+    if constants.HF_HUB_OFFLINE:
+        raise LlavaNextVideoError(
+            f"{model} is not a local folder and the Hub is offline (HF_HUB_OFFLINE=1): no checkpoint to load"
+        )
+
+
+def _stdin_video(folder: str) -> str:
+    """The video piped on stdin, saved to a file in ``folder`` (both engines decode it from there)."""
+    from .video_io import MAX_SOURCE_BYTES
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise LlavaNextVideoError("--video - reads the video from stdin, but nothing is piped in")
+    data = sys.stdin.buffer.read(MAX_SOURCE_BYTES + 1)
+    if not data:
+        raise LlavaNextVideoError("--video -: stdin is empty (pipe a video file into the command)")
+    if len(data) > MAX_SOURCE_BYTES:
+        raise LlavaNextVideoError(f"--video -: more than the limit of {MAX_SOURCE_BYTES} bytes on stdin")
+    path = Path(folder) / "stdin-video"
+    path.write_bytes(data)
+    return str(path)
+
+
 def _run_generate(args: argparse.Namespace) -> int:
+    if args.video == "-":
+        with tempfile.TemporaryDirectory(prefix="llava-next-video-") as folder:
+            args.video = _stdin_video(folder)
+            return _run_generate(args)
     answer = generate(
         args.model,
         args.prompt,
@@ -223,6 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LlavaNextVideoError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # file-system failures the commands did not foresee: still one line
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

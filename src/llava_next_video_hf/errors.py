@@ -11,6 +11,10 @@ class VideoLoadError(LlavaNextVideoError, ValueError):
     """A video could not be read or sampled (missing, empty, truncated, not a video, no frames)."""
 
 
+class ImageLoadError(LlavaNextVideoError, ValueError):
+    """An image could not be read (missing, corrupt, not an image, over the pixel limit)."""
+
+
 class ContextLengthError(LlavaNextVideoError, ValueError):
     """The prompt plus its visual tokens do not fit the model's context at its RoPE factor."""
 

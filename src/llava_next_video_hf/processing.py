@@ -41,6 +41,7 @@ import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from . import rope
-from .errors import ContextLengthError, PlaceholderMismatchError, VideoLoadError
+from .errors import ContextLengthError, ImageLoadError, PlaceholderMismatchError, VideoLoadError
 
 logger = logging.get_logger(__name__)
 
@@ -212,6 +213,17 @@ def _resize_output_size(height: int, width: int, size: SizeDict) -> tuple[int, i
     raise ValueError(f"size must have 'shortest_edge' or 'height' and 'width', got {size}")
 
 
+def _check_frame_args(what: str, num_frames: Any, fps: Any, max_frames: Any) -> None:
+    """Refuse a frame setting out of range, naming the argument that was given."""
+    for name, value in (("num_frames", num_frames), ("max_frames", max_frames)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral) or value < 1):
+            raise VideoLoadError(f"{what}{name} must be an integer >= 1, got {value!r}")
+    if fps is not None and (
+        isinstance(fps, bool) or not isinstance(fps, Real) or not np.isfinite(fps) or fps <= 0
+    ):
+        raise VideoLoadError(f"{what}fps must be a finite number > 0, got {fps!r}")
+
+
 class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     r"""Torchvision-free video processor of LLaVA-NeXT-Video.
 
@@ -262,6 +274,7 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         super().__init__(**kwargs)
         self._set_attributes(**kwargs)
         _check_resize_backend(self.resize_backend)
+        _check_frame_args("video processor setting ", self.num_frames, self.fps, self.max_frames)
 
     def to_dict(self) -> dict[str, Any]:
         """Serializable settings; the frame settings are always written (even when ``None``)."""
@@ -275,6 +288,7 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         self, num_frames: int | None, fps: float | None, max_frames: int | None
     ) -> dict[str, int | float | None]:
         """The ``num_frames``/``fps``/``max_frames`` to sample with, call values over defaults."""
+        _check_frame_args("", num_frames, fps, max_frames)
         if num_frames is not None and fps is not None:
             raise ValueError("num_frames and fps are mutually exclusive: pass only one of them")
         if fps is not None:
@@ -594,12 +608,59 @@ def _is_text(x: Any) -> bool:
     return isinstance(x, str) or (isinstance(x, (list, tuple)) and all(isinstance(t, str) for t in x))
 
 
+def load_image_checked(source: str | os.PathLike) -> PIL.Image.Image:
+    """Load an image path, URL or base64 string as RGB, within ``video_io.MAX_PIXELS`` pixels.
+
+    The same pixel limit as for video frames: a local file's size is read from its header and
+    refused before it is decoded (a decompression bomb never allocates its pixels).
+
+    Raises:
+        ImageLoadError: a missing, corrupt or non-image file, a failed download, or an image over
+            the pixel limit.
+    """
+    import warnings
+
+    from .video_io import MAX_PIXELS
+
+    name = str(source)
+    desc = name if len(name) < 200 else name[:60] + "..."
+    is_local = not name.startswith(("http://", "https://", "data:")) and len(name) < 4096
+    if is_local and not os.path.isfile(name):
+        raise ImageLoadError(f"image {desc}: no such file")
+
+    def check(width: int, height: int) -> None:
+        if width * height > MAX_PIXELS:
+            raise ImageLoadError(
+                f"image {desc}: {width}x{height} = {width * height} pixels exceeds the limit of "
+                f"{MAX_PIXELS} pixels (video_io.MAX_PIXELS)"
+            )
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            if is_local:
+                with PIL.Image.open(name) as probe:
+                    check(*probe.size)
+            image = load_image(name)
+            check(*image.size)
+            image.load()
+    except ImageLoadError:
+        raise
+    except PIL.Image.DecompressionBombError as err:
+        raise ImageLoadError(
+            f"image {desc}: over the limit of {MAX_PIXELS} pixels (video_io.MAX_PIXELS); {err}"
+        ) from None
+    except (OSError, ValueError, SyntaxError, PIL.UnidentifiedImageError) as err:
+        raise ImageLoadError(f"image {desc}: not a readable image ({err})") from None
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
 def flatten_images(images: Any) -> list[Any]:
     """Flatten any nesting of images into a flat list (paths, URLs and base64 strings are loaded)."""
     if images is None:
         return []
     if isinstance(images, (str, os.PathLike)):
-        return [load_image(str(images))]
+        return [load_image_checked(images)]
     if isinstance(images, PIL.Image.Image):
         return [images]
     if isinstance(images, (np.ndarray, torch.Tensor)):

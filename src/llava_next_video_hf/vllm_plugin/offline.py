@@ -65,10 +65,9 @@ def generate_one(
     if video is None and not images:
         raise LlavaNextVideoError("give a video or at least one image to ask about")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the answer
-    from transformers.image_utils import load_image
     from vllm import LLM, SamplingParams
 
-    from ..processing import LlavaNextVideoAnyResProcessor, register_auto_classes
+    from ..processing import LlavaNextVideoAnyResProcessor, load_image_checked, register_auto_classes
 
     register_auto_classes()
     processor = LlavaNextVideoAnyResProcessor.from_pretrained(model_path)
@@ -79,7 +78,7 @@ def generate_one(
     )
     media: dict[str, Any] = {}
     if images:
-        media["image"] = [load_image(str(path)) for path in images]
+        media["image"] = [load_image_checked(path) for path in images]
     if video is not None:
         (clip,) = processor.video_processor.load_clips(
             video, num_frames=num_frames, fps=fps, max_frames=max_frames
