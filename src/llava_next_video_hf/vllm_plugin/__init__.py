@@ -24,6 +24,8 @@ def register() -> None:
     * The maximum model length rule: our config already stretches ``max_position_embeddings`` by
       the linear RoPE factor, which vLLM would apply a second time; the checkpoint's
       ``context_length`` becomes vLLM's default ``max_model_len``.
+    * Our video loader (``video_loader``): requests for this model decode with
+      ``video_io.load_video``, bounded by the frames that fit ``max_model_len``.
     """
     global _registered
     if _registered:
@@ -37,6 +39,9 @@ def register() -> None:
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, MODEL_CLASS)
     _register_max_model_len(LlavaNextVideoAnyResConfig.model_type)
+    from .video_loader import register_video_loader
+
+    register_video_loader()
     _registered = True
 
 

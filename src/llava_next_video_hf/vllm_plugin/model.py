@@ -67,7 +67,9 @@ from vllm.sequence import IntermediateTensors
 
 from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
+from ..errors import ContextLengthError, ImageLoadError
 from ..modeling import VisualTokenLayout, num_image_crops
+from . import video_loader
 
 #: Keyword arguments of our processors that ``--mm-processor-kwargs``/``mm_processor_kwargs`` may set.
 VIDEO_KWARGS = ("num_frames", "fps", "max_frames", "do_sample_frames", "source_fps")
@@ -176,6 +178,13 @@ def _restore_original_tokenization(reduced: Any, placeholders: Sequence[str]) ->
 
 class LlavaNextVideoAnyResProcessingInfo(BaseProcessingInfo):
     """What vLLM needs to know about the checkpoint's media: limits, sizes and token counts."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        # the API server builds this before serving: our video loader's frame limit and defaults
+        self.max_frames_per_video = video_loader.configure_for_model(
+            ctx.model_config, self.get_hf_config(), self.get_hf_processor().video_processor
+        )
 
     def get_hf_config(self) -> LlavaNextVideoAnyResConfig:
         return self.ctx.get_hf_config(LlavaNextVideoAnyResConfig)
@@ -296,7 +305,10 @@ class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextV
         out: dict[str, torch.Tensor] = {}
         images = hf_data.get("images")
         if images:
-            data = processor.image_processor(list(images), return_tensors="pt")
+            try:
+                data = processor.image_processor(list(images), return_tensors="pt")
+            except OSError as err:  # a truncated or corrupt image decoded lazily by PIL: the client's fault
+                raise ImageLoadError(f"an image could not be decoded ({err})") from None
             sizes = data["image_sizes"].to(torch.int64)  # (B, 2) as (height, width)
             config = self.info.get_hf_config()
             crops = [num_image_crops(int(h), int(w), config) for h, w in sizes.tolist()]
@@ -307,6 +319,17 @@ class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextV
         videos = hf_data.get("videos")
         if videos:
             video_kwargs = {k: kwargs[k] for k in VIDEO_KWARGS if kwargs.get(k) is not None}
+            limit = self.info.max_frames_per_video
+            if not any(k in video_kwargs for k in ("num_frames", "fps", "max_frames")):
+                for i, video in enumerate(videos):
+                    if len(video) > limit:  # refused before any float32 copy of its frames is made
+                        raise ContextLengthError(
+                            f"video {i} has {len(video)} frames; at most {limit} fit max_model_len="
+                            f"{self.info.ctx.model_config.max_model_len}: sample fewer (num_frames)"
+                        )
+            elif "num_frames" not in video_kwargs:  # fps or all frames: within the limit
+                asked = video_kwargs.get("max_frames")
+                video_kwargs["max_frames"] = limit if asked is None else min(asked, limit)
             data = processor.video_processor(list(videos), return_tensors="pt", **video_kwargs)
             frames = data["video_num_frames"].to(torch.int64)  # (B,)
             pixels = data["pixel_values_videos"]  # (B, T_max, 3, S, S), zero-padded over frames
