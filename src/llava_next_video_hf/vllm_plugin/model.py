@@ -305,6 +305,14 @@ class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextV
         out: dict[str, torch.Tensor] = {}
         images = hf_data.get("images")
         if images:
+            from ..video_io import MAX_PIXELS
+
+            for i, image in enumerate(images):  # the pixel limit of every other path (video_io's)
+                size = getattr(image, "size", None)
+                if isinstance(size, tuple) and len(size) == 2 and size[0] * size[1] > MAX_PIXELS:
+                    raise ImageLoadError(
+                        f"image {i}: {size[0]}x{size[1]} pixels exceeds the limit of {MAX_PIXELS} pixels"
+                    )
             try:
                 data = processor.image_processor(list(images), return_tensors="pt")
             except OSError as err:  # a truncated or corrupt image decoded lazily by PIL: the client's fault
