@@ -207,3 +207,38 @@ def test_32_concurrent_mixed_requests_leave_the_server_healthy(server, files):
             assert _answer(resp) == expected[name]
     assert requests.get(f"{server}/health", timeout=10).status_code == 200
     assert _answer(chat(server, files, good[0])) == expected["video"]
+
+
+def test_loader_is_registered_for_our_processor_and_bounds_options_before_decoding(files):
+    from vllm.multimodal.video import VIDEO_LOADER_REGISTRY
+    from vllm.transformers_utils.processor import get_video_processor_cls_name_from_config
+
+    from llava_next_video_hf.vllm_plugin import register, video_loader
+
+    register()
+    register()  # idempotent
+    name = get_video_processor_cls_name_from_config(str(files["ckpt"]))
+    assert name == "LlavaNextVideoAnyResVideoProcessor"
+    assert VIDEO_LOADER_REGISTRY.get_backend_for_video_processor(name) == video_loader.LOADER_NAME
+
+    video_loader.configure(10, "a test limit")
+    try:
+        # vLLM passes its num_frames default along with a requested fps: fps wins, within the limit
+        assert video_loader.sampling_options(num_frames=32, fps=2) == {
+            "num_frames": None,
+            "fps": 2,
+            "max_frames": 10,
+        }
+        assert video_loader.sampling_options(num_frames=-1) == {
+            "num_frames": None,
+            "fps": None,
+            "max_frames": 10,
+        }
+        with pytest.raises(ValueError, match="num_frames=11 exceeds this server's limit of 10 frames"):
+            video_loader.sampling_options(num_frames=11)
+        with pytest.raises(ValueError, match="unsupported option"):
+            video_loader.load_video_bytes(b"", frame_recovery=True)
+        frames, meta = video_loader.load_video_bytes(files["one"].read_bytes(), num_frames=8)
+        assert frames.shape == (1, 120, 160, 3) and meta["frames_indices"] == [0]
+    finally:
+        video_loader.configure(None)
