@@ -1477,7 +1477,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         metavar="SIZE",
         help="largest shard, e.g. 5GB, 500MB (default: 5GB)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace DST when it is a checkpoint folder")
     p.add_argument(
         "--chat-template",
         choices=(*sorted(TEMPLATES), "source"),

@@ -77,7 +77,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("src", help="checkpoint folder (model_type llava_next_video_anyres)")
     p.add_argument("dst", help="folder to create")
     p.add_argument("--no-remote-code", action="store_true", help="ship no remote code (plugin users only)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace DST when it is a checkpoint folder (never SRC or a folder holding it)",
+    )
     p.add_argument("--repo-id", help="the Hub repo the card is written for (used in its snippets)")
     p.add_argument("--model-name", help="card title and model-index name (default: from --repo-id)")
     p.add_argument("--base-model", action="append", default=[], help="Hub id of a base model (repeatable)")
