@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench
+.PHONY: setup demo test test-fast lint bench wheel test-compat
 
 $(STAMP): pyproject.toml Makefile scripts/post_install.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,3 +32,19 @@ test-fast: setup
 lint: setup
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
+
+# the wheel users get (also what test-compat installs)
+wheel: setup
+	rm -rf build/dist
+	$(BIN)/python -m pip wheel --no-deps -q -w build/dist .
+
+# The non-vLLM suite against the lowest and newest allowed transformers (x torch), each in a fresh
+# venv with the wheel installed (not editable). Not part of `make test` (about 10-15 minutes per
+# cell on 2 cores, mostly pip); the last line of each cell is recorded in bench/RESULTS.md.
+COMPAT_TORCH ?= 2.13.0
+COMPAT_TRANSFORMERS ?= 5.19.0 5.24.0
+test-compat: wheel
+	@rm -f build/compat/summary.txt; status=0; \
+	for torch in $(COMPAT_TORCH); do for tf in $(COMPAT_TRANSFORMERS); do \
+	  bash scripts/compat.sh $$torch $$tf build/dist/*.whl || status=1; \
+	done; done; cat build/compat/summary.txt; exit $$status

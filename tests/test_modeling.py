@@ -349,3 +349,23 @@ def test_plain_from_pretrained_reads_a_llava_hf_folder(tmp_path, pair, tokenizer
         expected = ref(input_ids=ids, pixel_values_videos=video).logits
         got = ours(input_ids=ids, pixel_values_videos=video).logits
     assert (expected - got).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize("name", ["past_key_values", "cache"])
+def test_kv_cache_round_trips_under_either_name(pair, tokenizer, name):
+    """One code base for transformers 5.19 (``past_key_values``) and >= 5.24 (``cache``): the cache a
+    forward returns, fed back under either name, gives the logits of the uncached full prompt."""
+    from llava_next_video_hf.modeling import CACHE_NAME
+
+    _, ours = pair
+    ids = torch.tensor([_prompt(tokenizer, tokenizer.video_token_id, 144)])
+    video = torch.randn(1, 1, 3, 336, 336, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full = ours(input_ids=ids, pixel_values_videos=video, use_cache=False).logits[:, -1]
+        first = ours(input_ids=ids[:, :-1], pixel_values_videos=video, use_cache=True)
+        cache = first[CACHE_NAME]
+        assert cache is not None and cache.get_seq_length() == ids.shape[1] - 1
+        step = ours(input_ids=ids[:, -1:], use_cache=True, **{name: cache}).logits[:, -1]
+    assert torch.allclose(step, full, atol=ATOL)
+    with pytest.raises(ValueError, match="not both"):
+        ours(input_ids=ids[:, -1:], past_key_values=cache, cache=cache)

@@ -24,6 +24,7 @@ from .errors import (
     UnsupportedModelError,
     VideoLoadError,
 )
+from .install_check import check_torch_extensions as _check_torch_extensions
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,9 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY_NAMES})
 
 
+# before transformers can be imported (it imports torchvision whenever that is installed): a
+# CUDA-built torchvision next to the CPU torch gets one message with the fixing command
+_check_torch_extensions(suspect_only=True)
 _register_when_transformers_loads()
 
 __all__ = [

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import LlavaNextVideoError
+from .errors import ContextLengthError, LlavaNextVideoError
 
 #: The command table: name -> (module whose ``add_cli(subparsers)`` adds it, one-line help for the
 #: top-level listing). The module is imported only when its command runs (or ``COMMAND --help``).
@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("hub_cards", "write a Hub-ready folder: checkpoint + model card + remote code"),
     "publish": ("hub_cards", "check an exported folder and upload it to the Hugging Face Hub"),
     "train": ("train", "fine-tune a checkpoint on video conversations (SFT) or preference pairs (DPO)"),
+    "serve": (
+        "serve",
+        "serve a checkpoint with vLLM's OpenAI-compatible server (our defaults, every vLLM option)",
+    ),
 }
 
 
@@ -67,10 +71,21 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     group.add_argument(
         "--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)"
     )
-    p.add_argument("--max-frames", type=_positive_int, help="upper bound on sampled frames")
-    p.add_argument("--engine", choices=("hf", "vllm"), default="hf")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument(
+        "--max-frames",
+        type=_positive_int,
+        help="upper bound on sampled frames; with --rope-factor auto, the frame budget the factor is chosen for",
+    )
+    p.add_argument(
+        "--rope-factor",
+        help="linear RoPE factor to load the model with (a number, or 'auto': the paper's rule for "
+        "--max-frames/--frames), so more frames fit the context (hf engine; default: the checkpoint's)",
+    )
+    p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="transformers or vLLM")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="answer length budget (tokens)")
+    p.add_argument(
+        "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights' dtype"
+    )
     p.set_defaults(func=_run_generate)
 
 
@@ -95,13 +110,22 @@ def generate(
     max_new_tokens: int = 64,
     dtype: str = "float32",
     stream: bool = False,
+    rope_factor: float | str | None = None,
 ) -> str:
     """Answer ``prompt`` about ``video``/``images`` with ``model`` through transformers or vLLM.
 
     With ``stream=True`` (hf engine) tokens are printed to stdout as they are generated.
+    ``rope_factor`` (hf engine): load the model with this linear RoPE factor (``"auto"``: the
+    paper's rule for ``max_frames``, else ``num_frames``), and check prompts against that context.
     """
     if video is None and not images:
         raise LlavaNextVideoError("give a --video or at least one --image to ask about")
+    rope_factor = _parse_rope_factor(rope_factor)
+    if engine == "vllm" and rope_factor is not None:
+        raise LlavaNextVideoError(
+            "--rope-factor works with --engine hf; for vLLM write the factor into the checkpoint: "
+            "llava-next-video convert CKPT OUT --rope-factor F (or --max-frames N --rope-factor auto)"
+        )
     _check_checkpoint(model)
     if images:
         from .processing import load_image_checked
@@ -125,11 +149,19 @@ def generate(
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
 
+    load_kwargs: dict = {"dtype": getattr(torch, dtype)}
+    if rope_factor is not None:
+        load_kwargs["rope_scaling_factor"] = rope_factor
+        budget = max_frames or num_frames
+        if budget:
+            load_kwargs["max_frames"] = budget
     try:
         processor = AutoProcessor.from_pretrained(model)
-        net = AutoModelForImageTextToText.from_pretrained(model, dtype=getattr(torch, dtype)).eval()
+        net = AutoModelForImageTextToText.from_pretrained(model, **load_kwargs).eval()
     except OSError as err:
         raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {_first_line(err)}") from err
+    if rope_factor is not None and getattr(net.config, "context_length", None):
+        processor.context_length = int(net.config.context_length)  # the stretched context
     frames = dict(num_frames=num_frames, fps=fps, max_frames=max_frames)
     frame_kwargs = {k: v for k, v in frames.items() if v is not None}
     inputs = processor.apply_chat_template(
@@ -189,11 +221,34 @@ def _stdin_video(folder: str) -> str:
     return str(path)
 
 
+def _parse_rope_factor(value: float | str | None) -> float | str | None:
+    """``None``, ``"auto"`` or a number >= 1 (from the command line: a string)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        raise LlavaNextVideoError(f"--rope-factor must be a number >= 1 or 'auto', got {value!r}") from None
+    if not factor >= 1:
+        raise LlavaNextVideoError(f"--rope-factor must be a number >= 1 or 'auto', got {value!r}")
+    return int(factor) if factor.is_integer() else factor
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     if args.video == "-":
         with tempfile.TemporaryDirectory(prefix="llava-next-video-") as folder:
             args.video = _stdin_video(folder)
             return _run_generate(args)
+    try:
+        return _generate_and_print(args)
+    except ContextLengthError as err:
+        raise ContextLengthError(
+            f"{err} From the command line: --frames N / --max-frames N for fewer frames, or "
+            "--rope-factor F (or --rope-factor auto with --max-frames N) for a longer context."
+        ) from err
+
+
+def _generate_and_print(args: argparse.Namespace) -> int:
     answer = generate(
         args.model,
         args.prompt,
@@ -206,6 +261,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         dtype=args.dtype,
         stream=args.engine == "hf",
+        rope_factor=args.rope_factor,
     )
     if args.engine != "hf":
         print(answer)
@@ -267,6 +323,44 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     _add_demo(sub)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help when X says something (not None/False/empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        empty = isinstance(default, list | tuple) and not default
+        if (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or empty
+            or "%(default)" in text
+        ):
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's ``--help`` shows the defaults (subparsers are made with this class too)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def package_version() -> str:
+    """The installed distribution's version (the source tree's when run without installing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llava-next-video-hf")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``llava-next-video`` argument parser.
 
@@ -274,11 +368,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     With ``command``, only that command's module is imported and its arguments added; the other
     commands are listed by name and help only (enough for the top-level ``--help`` and usage errors).
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="llava-next-video",
         description="Answer questions about videos with LLaVA-NeXT-Video; convert, export, publish and fine-tune.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     modules = dict.fromkeys(module for module, _ in COMMANDS.values())
     if command is not None:
         modules = {COMMANDS[command][0]: None} if command in COMMANDS else {}
@@ -309,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 1
+        print("interrupted", file=sys.stderr)
+        return 130  # 128 + SIGINT, as shells report it
 
 
 if __name__ == "__main__":

@@ -299,6 +299,7 @@ def write_shards(
 ) -> int:
     """Stream ``entries`` from ``source`` into ``model[-0000i-of-0000n].safetensors`` (+ index); returns
     the number of shards."""
+    from huggingface_hub.utils import are_progress_bars_disabled
     from tqdm.auto import tqdm
 
     shards = plan_shards(entries, shard_size)
@@ -312,7 +313,7 @@ def write_shards(
         unit="B",
         unit_scale=True,
         desc="converting",
-        disable=not progress,
+        disable=not progress or are_progress_bars_disabled(),  # HF_HUB_DISABLE_PROGRESS_BARS=1
     )
 
     def produce(e: Entry) -> torch.Tensor:

@@ -28,13 +28,31 @@ from . import rope
 from .configuration import LlavaNextVideoAnyResConfig
 from .errors import PlaceholderMismatchError
 
+#: The name transformers gives the KV cache in forward arguments and output fields: ``cache`` from
+#: transformers 5.24 on (its ``ModelOutput`` then keeps ``past_key_values`` only as a deprecated
+#: read-only alias and renames that keyword in every output ``__init__``), ``past_key_values`` before.
+CACHE_NAME = (
+    "cache" if isinstance(getattr(ModelOutput, "past_key_values", None), property) else "past_key_values"
+)
+
+
+def _take_cache(past_key_values: Cache | None, kwargs: dict) -> Cache | None:
+    """The cache passed under either name (``generate`` uses ``CACHE_NAME``); both at once is an error."""
+    cache = kwargs.pop("cache", None)
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the KV cache as `cache` or `past_key_values`, not both")
+    return cache if cache is not None else past_key_values
+
 
 @dataclass
 class LlavaNextVideoAnyResModelOutput(ModelOutput):
     """Output of [`LlavaNextVideoAnyResModel`]; visual features are the ones scattered into the prompt."""
 
     last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":  # one field, named as this transformers names it
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None  # (image tokens in batch, D)
@@ -47,7 +65,10 @@ class LlavaNextVideoAnyResCausalLMOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":  # one field, named as this transformers names it
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     image_hidden_states: torch.FloatTensor | None = None
@@ -197,7 +218,7 @@ class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_NAME]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -310,6 +331,7 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         **kwargs,
     ) -> LlavaNextVideoAnyResModelOutput:
         """Embed the prompt, scatter image and video features at their placeholders, run the LLM."""
+        past_key_values = _take_cache(past_key_values, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
@@ -328,14 +350,14 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         out = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{CACHE_NAME: past_key_values},
             **kwargs,
         )
         return LlavaNextVideoAnyResModelOutput(
             last_hidden_state=out.last_hidden_state,
-            past_key_values=out.past_key_values,
+            **{CACHE_NAME: getattr(out, CACHE_NAME)},
             hidden_states=out.hidden_states,
             attentions=out.attentions,
             image_hidden_states=image_feats,
@@ -392,6 +414,7 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
         **kwargs,
     ) -> LlavaNextVideoAnyResCausalLMOutput:
         """Logits (and the shifted next-token loss when ``labels`` are given; -100 is ignored)."""
+        past_key_values = _take_cache(past_key_values, kwargs)
         out = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -416,7 +439,7 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
         return LlavaNextVideoAnyResCausalLMOutput(
             loss=loss,
             logits=logits,
-            past_key_values=out.past_key_values,
+            **{CACHE_NAME: getattr(out, CACHE_NAME)},
             hidden_states=out.hidden_states,
             attentions=out.attentions,
             image_hidden_states=out.image_hidden_states,
