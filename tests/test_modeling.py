@@ -119,8 +119,8 @@ def test_videos_of_different_lengths_in_one_batch(pair, tokenizer):
     padded = torch.zeros(2, 3, 3, 336, 336)
     padded[0], padded[1, :1] = long, short
     with torch.no_grad():
-        both = ours.get_video_features(padded, torch.tensor([3, 1]))
-        alone = [ours.get_video_features(long[None])[0], ours.get_video_features(short[None])[0]]
+        both = ours.get_video_features(padded, torch.tensor([3, 1])).pooler_output
+        alone = [ours.get_video_features(v[None]).pooler_output[0] for v in (long, short)]
     assert [b.shape[0] for b in both] == [ours.config.num_video_tokens(3), ours.config.num_video_tokens(1)]
     for b, a in zip(both, alone, strict=True):
         assert (b - a).abs().max().item() <= 1e-5
@@ -152,7 +152,7 @@ def test_video_token_count_for_every_policy(tokenizer, newline, mode, stride):
         0, tokenizer, video_newline_position=newline, spatial_pool_mode=mode, spatial_pool_stride=stride
     )
     with torch.no_grad():
-        feats = model.get_video_features(torch.randn(1, 2, 3, 336, 336))[0]
+        feats = model.get_video_features(torch.randn(1, 2, 3, 336, 336)).pooler_output[0]
     side = math.ceil(24 / stride)
     by_hand = {
         "no_token": 2 * side * side,
@@ -167,7 +167,8 @@ def test_video_token_count_for_every_policy(tokenizer, newline, mode, stride):
 def test_grid_newlines_sit_at_row_ends(tokenizer):
     model = testing.make_tiny_model(0, tokenizer, video_newline_position="grid", spatial_pool_stride=4)
     with torch.no_grad():
-        feats = model.get_video_features(torch.randn(1, 2, 3, 336, 336))[0]  # 2 frames x 6 rows x 7
+        # 2 frames x 6 rows x 7
+        feats = model.get_video_features(torch.randn(1, 2, 3, 336, 336)).pooler_output[0]
     rows = feats.view(2 * 6, 7, -1)
     assert torch.equal(rows[:, -1], model.model.image_newline.expand(12, -1))
     assert not torch.isclose(rows[:, :-1], model.model.image_newline).all(-1).any()

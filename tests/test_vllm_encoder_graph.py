@@ -77,7 +77,7 @@ def test_eager_embeddings_equal_transformers(models):
     ours = model.embed_multimodal(
         pixel_values_videos=torch.cat(clips), video_num_frames=torch.tensor([2, 3], dtype=torch.int64)
     )
-    ref = hf.get_video_features(clips)
+    ref = hf.get_video_features(clips).pooler_output
     assert [v.shape[0] for v in ours] == [hf.config.num_video_tokens(2), hf.config.num_video_tokens(3)]
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -92,7 +92,7 @@ def test_eager_embeddings_equal_transformers(models):
     padded = torch.zeros(len(crops), max(len(c) for c in crops), 3, 336, 336)
     for i, c in enumerate(crops):
         padded[i, : len(c)] = c
-    ref = hf.get_image_features(padded, torch.tensor(sizes))
+    ref = hf.get_image_features(padded, torch.tensor(sizes)).pooler_output
     assert [v.shape[0] for v in ours] == [hf.config.num_image_tokens(h, w) for h, w in sizes]
     for a, b in zip(ours, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

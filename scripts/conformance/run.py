@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (e.g. -k attention)")
     args = parser.parse_args(argv)
     cache = args.cache or Path(
-        os.environ.get("LLAVA_CONFORMANCE_CACHE", Path.home() / ".cache" / "llava-next-video-hf" / "conformance")
+        os.environ.get(
+            "LLAVA_CONFORMANCE_CACHE", Path.home() / ".cache" / "llava-next-video-hf" / "conformance"
+        )
     )
     version = installed_transformers_version()
     tests = download_sdist_tests(version, cache)

@@ -98,7 +98,9 @@ class LlavaNextVideoTinyTester:
         size = self.image_size
         pixel_values = floats_tensor([self.batch_size, NUM_PATCHES, 3, size, size])
         pixel_values_videos = floats_tensor([self.batch_size, NUM_FRAMES, 3, size, size])
-        input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size - FIRST_TEXT_ID) + FIRST_TEXT_ID
+        input_ids = (
+            ids_tensor([self.batch_size, self.seq_length], self.vocab_size - FIRST_TEXT_ID) + FIRST_TEXT_ID
+        )
         input_ids[:, 1 : 1 + IMAGE_TOKENS] = IMAGE_TOKEN_ID
         input_ids[:, 1 + IMAGE_TOKENS : 1 + IMAGE_TOKENS + VIDEO_TOKENS] = VIDEO_TOKEN_ID
         inputs = {
@@ -125,7 +127,10 @@ class TransformersLlavaNextVideoTest(ModelTesterMixin, GenerationTesterMixin, un
 class AnyResLlavaNextVideoTest(TransformersLlavaNextVideoTest):
     """Ours, same config and inputs."""
 
-    all_model_classes = (adapter.LlavaNextVideoAnyResModel, adapter.LlavaNextVideoAnyResForConditionalGeneration)
+    all_model_classes = (
+        adapter.LlavaNextVideoAnyResModel,
+        adapter.LlavaNextVideoAnyResForConditionalGeneration,
+    )
     anyres = True
 
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
+from transformers.utils import torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
 from . import rope
@@ -152,15 +155,18 @@ class VisualTokenLayout:
         """Patches per side of one crop (24 for 336 / 14)."""
         return self.config.vision_config.image_size // self.config.vision_config.patch_size
 
-    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode_frames(self, frames: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """Video frames (N, 3, H, W) -> per-frame tokens (N, tokens_per_frame, D).
 
         Each frame is encoded independently and yields a fixed token count (pooled grid plus the
         per-frame newlines of the ``frame``/``grid`` policies), so zero-padded frames are harmless
         and the shape depends only on N: the property vLLM's encoder CUDA graphs need.
+        ``features``: ``vision_features(frames)`` when the caller already ran the tower.
         """
         cfg, grid = self.config, self.grid
-        feats = self.vision_features(frames)[:, -(grid**2) :]  # (N, grid*grid, Dv): no CLS
+        if features is None:
+            features = self.vision_features(frames)
+        feats = features[:, -(grid**2) :]  # (N, grid*grid, Dv): no CLS
         if cfg.spatial_pool_position == "before_projector":
             feats = spatial_pool(feats, grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
             feats = self.multi_modal_projector(feats)
@@ -179,15 +185,20 @@ class VisualTokenLayout:
             videos.append(tokens)
         return videos
 
-    def embed_images(self, crops: torch.Tensor, image_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    def embed_images(
+        self, crops: torch.Tensor, image_sizes: list[tuple[int, int]], features: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """AnyRes crops (sum P_i, 3, H, W), base view first per image -> one (num_image_tokens, D) each.
 
         LLaVA-NeXT's ``spatial_unpad``: base view features, then the tile grid with the padding
         removed and an ``image_newline`` after every row (sizes are host ints: no device sync).
+        ``features``: ``vision_features(crops)`` when the caller already ran the tower.
         """
         cfg, grid = self.config, self.grid
         size = cfg.vision_config.image_size
-        feats = self.multi_modal_projector(self.vision_features(crops))  # (sum P_i, L, D)
+        if features is None:
+            features = self.vision_features(crops)
+        feats = self.multi_modal_projector(features)  # (sum P_i, L, D)
         keep_cls = cfg.vision_feature_select_strategy == "full"
         counts = [num_image_crops(h, w, cfg) for h, w in image_sizes]
         images = []
@@ -223,13 +234,41 @@ class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _can_compile_fullgraph = False  # masked_scatter count checks synchronise on purpose
+    # text-only decoding steps (the ones generate compiles) trace without graph breaks; the
+    # placeholder count check is a torch._check under tracing
+    _can_compile_fullgraph = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, LlavaNextVideoAnyResModel):
-            module.image_newline.normal_(mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
+            # `init.normal_` leaves a value loaded from a checkpoint alone (in-place `.normal_` did not)
+            init.normal_(
+                module.image_newline, mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size)
+            )
+
+    @torch.no_grad()
+    @init.guard_torch_init_functions()
+    def initialize_weights(self) -> None:
+        """Initialise missing weights, each sub-model (vision tower, LLM) with its own ``_init_weights``.
+
+        transformers' version passes "custom code" (any class outside the transformers package, as
+        ours) down to the sub-models too, and then skips modules without direct parameters (CLIP's
+        attention and MLP blocks): their projections kept the generic std=initializer_range init
+        instead of CLIP's scaled one after ``from_pretrained`` with tower weights missing. Here a
+        sub-model is custom only if its own class is, so missing weights get exactly the
+        distribution of a model built from its config.
+        """
+
+        def apply(module: nn.Module, fn, is_custom: bool) -> None:
+            for child in module.children():
+                if isinstance(child, PreTrainedModel):
+                    apply(child, child._initialize_weights, child.is_custom_code())
+                else:
+                    apply(child, fn, is_custom)
+            fn(module, is_custom)
+
+        apply(self, self._initialize_weights, self.is_custom_code())
 
 
 class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTrainedModel):
@@ -251,47 +290,134 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         self.language_model.set_input_embeddings(value)
 
     # ---- vision ---------------------------------------------------------------------------
+    def _select_layers(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        layers = self.config.vision_feature_layer
+        if isinstance(layers, int):
+            return hidden_states[layers]
+        return torch.cat([hidden_states[i] for i in layers], dim=-1)
+
+    def _run_tower(self, pixel_values: torch.Tensor, **kwargs) -> tuple[ModelOutput, torch.Tensor]:
+        """Tower outputs (hidden states always, attentions when asked) and the selected-layer features."""
+        kwargs["output_hidden_states"] = True  # the selected layers are hidden states
+        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), return_dict=True, **kwargs)
+        return out, self._select_layers(out.hidden_states)
+
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> features of the selected tower layers (N, L, Dv * num_feature_layers).
 
         ``L`` is ``grid**2`` plus a leading CLS feature for CLIP towers; callers keep the last
         ``grid**2`` (the patch grid) except for an image's base view under ``"full"`` selection.
         """
-        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
-        layers = self.config.vision_feature_layer
-        if isinstance(layers, int):
-            return out.hidden_states[layers]
-        return torch.cat([out.hidden_states[i] for i in layers], dim=-1)
+        return self._run_tower(pixel_values)[1]
 
-    def get_video_features(
-        self,
-        pixel_values_videos: torch.Tensor | list[torch.Tensor],
-        video_num_frames: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """Videos -> one (num_video_tokens(T_i), D) tensor per video, in batch order.
+    def _check_feature_args(self, vision_feature_layer: Any, vision_feature_select_strategy: Any) -> None:
+        # transformers lets callers override these per call; our token layout (processor, vLLM,
+        # placeholder counts) is fixed by the config, so only the config's values are accepted
+        for name, value in (
+            ("vision_feature_layer", vision_feature_layer),
+            ("vision_feature_select_strategy", vision_feature_select_strategy),
+        ):
+            if value is not None and value != getattr(self.config, name):
+                raise ValueError(
+                    f"{name}={value!r} differs from the config's {getattr(self.config, name)!r}: the visual "
+                    "token layout is fixed by the config (change it there, and rebuild the processor)"
+                )
 
-        ``pixel_values_videos``: (B, T_max, 3, H, W) zero-padded over frames with ``video_num_frames``
-        (B,) giving each video's real length (all T_max when omitted), or a list of (T_i, 3, H, W).
-        """
+    def _video_frames(
+        self, pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[int]]:
         if isinstance(pixel_values_videos, (list, tuple)):
             lengths = [int(v.shape[0]) for v in pixel_values_videos]
-            frames = torch.cat(list(pixel_values_videos), dim=0)
-        else:
-            b, t = pixel_values_videos.shape[:2]
-            lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
-            frames = torch.cat([v[:n] for v, n in zip(pixel_values_videos, lengths, strict=True)], dim=0)
-        return self.split_videos(self.encode_frames(frames), lengths)
+            return torch.cat(list(pixel_values_videos), dim=0), lengths
+        b, t = pixel_values_videos.shape[:2]
+        lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
+        frames = torch.cat([v[:n] for v, n in zip(pixel_values_videos, lengths, strict=True)], dim=0)
+        return frames, lengths
 
-    def get_image_features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> list[torch.Tensor]:
-        """AnyRes images -> one (num_image_tokens(h, w), D) tensor per image.
-
-        ``pixel_values``: (B, P_max, 3, H, W) zero-padded over tiles (base view first), ``image_sizes``: (B, 2).
-        """
+    def _image_crops(
+        self, pixel_values: torch.Tensor, image_sizes: torch.Tensor
+    ) -> tuple[torch.Tensor, list]:
         sizes = [(int(h), int(w)) for h, w in image_sizes.tolist()]
         if pixel_values.dim() == 5:
             counts = [num_image_crops(h, w, self.config) for h, w in sizes]
             pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, counts, strict=True)], dim=0)
-        return self.embed_images(pixel_values, sizes)
+        elif pixel_values.dim() != 4:
+            raise ValueError(
+                f"pixel_values must be (images, crops, 3, H, W) or (crops, 3, H, W), got {tuple(pixel_values.shape)}"
+            )
+        return pixel_values, sizes
+
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor | list[torch.Tensor],
+        video_num_frames: torch.Tensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Videos -> the tower's outputs plus one (num_video_tokens(T_i), D) tensor per video.
+
+        Args:
+            pixel_values_videos: (B, T_max, 3, H, W) zero-padded over frames with ``video_num_frames``
+                (B,) giving each video's real length (all T_max when omitted), or a list of (T_i, 3, H, W).
+            vision_feature_layer / vision_feature_select_strategy: accepted for transformers'
+                signature; only the config's values are allowed (the token layout depends on them).
+            kwargs: ``output_attentions`` (the tower's attentions), ``return_dict`` (``False``: a tuple).
+
+        Returns:
+            ``BaseModelOutputWithPooling`` as transformers' LLaVA-NeXT-Video: ``last_hidden_state`` /
+            ``hidden_states`` / ``attentions`` of the vision tower over all real frames
+            (sum T_i, L, Dv), and ``pooler_output``: a tuple with one (num_video_tokens(T_i), D)
+            tensor per video, the features scattered at its ``<video>`` tokens (flat over frames,
+            newlines included, where transformers gives (T_i, tokens_per_frame, D)).
+        """
+        self._check_feature_args(vision_feature_layer, vision_feature_select_strategy)
+        kwargs.pop("output_hidden_states", None)  # always returned, as transformers does
+        frames, lengths = self._video_frames(pixel_values_videos, video_num_frames)
+        out, selected = self._run_tower(frames, **kwargs)
+        videos = self.split_videos(self.encode_frames(frames, features=selected), lengths)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=out.last_hidden_state,
+            pooler_output=tuple(videos),
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
+
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        image_sizes: torch.Tensor,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """AnyRes images -> the tower's outputs plus one (num_image_tokens(h, w), D) tensor per image.
+
+        Args:
+            pixel_values: (B, P_max, 3, H, W) zero-padded over crops (base view first), or the real
+                crops stacked (sum P_i, 3, H, W).
+            image_sizes: (B, 2) original (height, width) of each image.
+            vision_feature_layer / vision_feature_select_strategy: as in [`get_video_features`].
+            kwargs: ``output_attentions``, ``return_dict``.
+
+        Returns:
+            ``BaseModelOutputWithPooling``: the tower's ``last_hidden_state`` / ``hidden_states`` /
+            ``attentions`` over all real crops, and ``pooler_output``, a tuple with one
+            (num_image_tokens, D) tensor per image (the features scattered at its ``<image>`` tokens).
+        """
+        self._check_feature_args(vision_feature_layer, vision_feature_select_strategy)
+        kwargs.pop("output_hidden_states", None)  # always returned, as transformers does
+        crops, sizes = self._image_crops(pixel_values, image_sizes)
+        out, selected = self._run_tower(crops, **kwargs)
+        images = self.embed_images(crops, sizes, features=selected)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=out.last_hidden_state,
+            pooler_output=tuple(images),
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
     # ---- merge ----------------------------------------------------------------------------
     def _placeholder_mask(
@@ -306,13 +432,17 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         self, embeds: torch.Tensor, mask: torch.Tensor, features: list[torch.Tensor], kind: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
         flat = torch.cat(features, dim=0).to(embeds.device, embeds.dtype)
-        n_tokens = int(mask.sum())
-        if n_tokens != flat.shape[0]:
-            raise PlaceholderMismatchError(
-                f"The prompt has {n_tokens} <{kind}> tokens but the {len(features)} {kind}(s) given produce "
+        n_tokens = mask.sum()
+        # a torch._check under torch.compile (no graph break), the same error eagerly
+        torch_compilable_check(
+            n_tokens == flat.shape[0],
+            lambda: (
+                f"The prompt has {int(n_tokens)} <{kind}> tokens but the {len(features)} {kind}(s) given produce "
                 f"{flat.shape[0]} features; expand each <{kind}> placeholder with the processor "
                 f"(one placeholder per {kind}, in order)."
-            )
+            ),
+            error_type=PlaceholderMismatchError,
+        )
         return embeds.masked_scatter(mask.unsqueeze(-1).to(embeds.device), flat), flat
 
     @can_return_tuple
@@ -341,11 +471,13 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
             if image_sizes is None:
                 raise ValueError("pixel_values need image_sizes (one (height, width) per image)")
             mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
-            features = self.get_image_features(pixel_values, image_sizes)
+            crops, sizes = self._image_crops(pixel_values, image_sizes)
+            features = self.embed_images(crops, sizes)
             inputs_embeds, image_feats = self._scatter(inputs_embeds, mask, features, "image")
         if pixel_values_videos is not None and len(pixel_values_videos) > 0:
             mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
-            features = self.get_video_features(pixel_values_videos, video_num_frames)
+            frames, lengths = self._video_frames(pixel_values_videos, video_num_frames)
+            features = self.split_videos(self.encode_frames(frames), lengths)
             inputs_embeds, video_feats = self._scatter(inputs_embeds, mask, features, "video")
         out = self.language_model(
             attention_mask=attention_mask,
@@ -388,11 +520,11 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
 
-    def get_video_features(self, *args, **kwargs) -> list[torch.Tensor]:
+    def get_video_features(self, *args, **kwargs) -> BaseModelOutputWithPooling | tuple:
         """See [`LlavaNextVideoAnyResModel.get_video_features`]."""
         return self.model.get_video_features(*args, **kwargs)
 
-    def get_image_features(self, *args, **kwargs) -> list[torch.Tensor]:
+    def get_image_features(self, *args, **kwargs) -> BaseModelOutputWithPooling | tuple:
         """See [`LlavaNextVideoAnyResModel.get_image_features`]."""
         return self.model.get_image_features(*args, **kwargs)
 

@@ -63,6 +63,10 @@ class _VideoPath(VisualTokenLayout):
 
     vision_features = LlavaNextVideoAnyResModel.vision_features
     get_video_features = LlavaNextVideoAnyResModel.get_video_features
+    _run_tower = LlavaNextVideoAnyResModel._run_tower
+    _select_layers = LlavaNextVideoAnyResModel._select_layers
+    _video_frames = LlavaNextVideoAnyResModel._video_frames
+    _check_feature_args = LlavaNextVideoAnyResModel._check_feature_args
     _placeholder_mask = LlavaNextVideoAnyResModel._placeholder_mask
     _scatter = LlavaNextVideoAnyResModel._scatter
 
@@ -94,9 +98,7 @@ class _VideoPath(VisualTokenLayout):
         """transformers' ``get_video_features`` contract: ``pooler_output`` holds one
         (num_video_tokens(T_i), D) tensor per video. ``pixel_values_videos``: (B, T_max, 3, H, W)
         zero-padded with ``video_num_frames`` (B,), or a list of (T_i, 3, H, W)."""
-        return BaseModelOutputWithPooling(
-            pooler_output=tuple(self.get_video_features(pixel_values_videos, video_num_frames))
-        )
+        return self.get_video_features(pixel_values_videos, video_num_frames, **kwargs)
 
 
 # ---- the patched forward ----------------------------------------------------------------------
@@ -114,7 +116,7 @@ def _video_forward(model: nn.Module, stock: Callable, kwargs: dict[str, Any]) ->
         features = list(encoded.pop("video").pooler_output)
         kwargs["mm_encoder_outputs"] = encoded or None
     elif videos is not None and len(videos) > 0:
-        features = state.video.path.get_video_features(videos, lengths)  # [(tokens_i, D)]
+        features = list(state.video.path.get_video_features(videos, lengths, return_dict=True).pooler_output)
     if features is None:
         return stock(model, **kwargs)
 
