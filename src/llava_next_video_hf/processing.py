@@ -57,7 +57,7 @@ from transformers.image_utils import (
     load_image,
 )
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-from transformers.processing_utils import ProcessorMixin, VideosKwargs
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs, VideosKwargs
 from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
@@ -224,6 +224,29 @@ def _check_frame_args(what: str, num_frames: Any, fps: Any, max_frames: Any) -> 
         raise VideoLoadError(f"{what}fps must be a finite number > 0, got {fps!r}")
 
 
+def _meta(metadata: Any, key: str) -> Any:
+    """``metadata[key]`` for a dict, a dataclass or transformers' ``VideoMetadata`` (``None`` if absent)."""
+    if metadata is None:
+        return None
+    if isinstance(metadata, dict):
+        return metadata.get(key)
+    return getattr(metadata, key, None)
+
+
+def _per_video_metadata(video_metadata: Any, num_videos: int) -> list[Any]:
+    """One metadata entry per video (``None`` where none was given)."""
+    if video_metadata is None:
+        return [None] * num_videos
+    metas = list(video_metadata) if isinstance(video_metadata, (list, tuple)) else [video_metadata]
+    if len(metas) == 1 and isinstance(metas[0], (list, tuple)):
+        metas = list(metas[0])  # one list per prompt, as apply_chat_template nests them
+    if len(metas) != num_videos:
+        raise ValueError(
+            f"video_metadata has {len(metas)} entries for {num_videos} video(s): give one per video"
+        )
+    return metas
+
+
 class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     r"""Torchvision-free video processor of LLaVA-NeXT-Video.
 
@@ -240,11 +263,23 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     one ``interpolate`` call, then a fused rescale + normalise. The two differ by one uint8 level
     on a fraction of a percent of the pixels.
 
-    Frame sampling: encoded videos (paths, URLs, bytes, file objects) are always decoded with
-    ``video_io.load_video`` using ``num_frames`` (uniform ``linspace``, first and last frame
-    included) or ``fps`` (with ``max_frames`` as the budget). Frames given as arrays, tensors or
-    PIL lists are used as given unless the call asks for sampling (``do_sample_frames=True`` or an
-    explicit ``num_frames``/``fps``/``max_frames``).
+    Frame sampling (transformers' ``BaseVideoProcessor`` contract, see [`sample_frames`]):
+
+    * ``do_sample_frames=True`` samples every video; ``do_sample_frames=False`` (in the call)
+      samples none, even when ``num_frames``/``fps`` are given: arrays are used as given and
+      encoded videos decode every frame (within ``video_io``'s size limits).
+    * ``do_sample_frames`` not given in the call: encoded videos (paths, URLs, bytes, file
+      objects) are sampled with ``video_io.load_video``; frames given as arrays, tensors or PIL
+      lists are sampled only when the call passes ``num_frames``/``fps``/``max_frames`` (or the
+      processor's saved ``do_sample_frames`` is true), else used as given.
+    * ``num_frames``: uniform ``linspace`` with the first and last frame. A clip with fewer frames
+      than asked gives all of its frames, never repeated (transformers raises ``ValueError``
+      there; the original LLaVA-NeXT code keeps the short clip, and so do we: check
+      ``video_num_frames``). ``fps``: one frame every ``round(source_fps / fps)``, falling back to
+      ``max_frames`` uniform frames when that is more; the source rate comes from the container,
+      ``source_fps=`` or ``video_metadata=`` (one ``VideoMetadata``/dict per video, its ``fps``).
+    * ``return_metadata=True`` adds ``video_metadata``: one transformers ``VideoMetadata`` per
+      video with the ``frames_indices`` kept.
 
     Output: ``pixel_values_videos`` (num_videos, T_max, 3, H, W) float32, zero-padded over frames,
     and ``video_num_frames`` (num_videos,) int64, always.
@@ -264,7 +299,7 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
-    do_sample_frames = False
+    do_sample_frames = None  # None: the per-call rule above; True/False: always/never
     num_frames = 32
     fps = None
     max_frames = None
@@ -301,6 +336,39 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         default = self.num_frames if budget is None else min(self.num_frames, budget)
         return {"num_frames": default, "max_frames": None}
 
+    def sample_frames(
+        self,
+        metadata: Any,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Indices of the frames to keep from a video described by ``metadata`` (``BaseVideoProcessor`` API).
+
+        Args:
+            metadata: a transformers or ``video_io`` ``VideoMetadata``, or a dict, with
+                ``total_num_frames`` and (for ``fps`` sampling) ``fps``.
+            num_frames / fps / max_frames: as in the call; unset ones fall back to the processor's.
+            kwargs: ``source_fps`` overrides ``metadata``'s rate; other keys are ignored (transformers
+                passes every preprocessing kwarg here).
+
+        Returns:
+            sorted int64 indices without repeats; fewer than ``num_frames`` for a shorter clip.
+
+        Raises:
+            ValueError (``VideoLoadError``): ``num_frames`` and ``fps`` together, zero frames,
+                ``fps`` without a known source rate, out-of-range arguments.
+        """
+        from .video_io import sample_indices
+
+        total = _meta(metadata, "total_num_frames")
+        if total is None:
+            raise ValueError("metadata must give total_num_frames")
+        source_fps = kwargs.get("source_fps") or _meta(metadata, "fps")
+        sampling = self._sampling_args(num_frames, fps, max_frames)
+        return np.asarray(sample_indices(int(total), source_fps=source_fps, **sampling), dtype=np.int64)
+
     def load_clips(
         self,
         videos: Any,
@@ -310,25 +378,56 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         max_frames: int | None = None,
         do_sample_frames: bool | None = None,
         source_fps: float | None = None,
+        video_metadata: Any = None,
+        metadata_out: list | None = None,
     ) -> list[torch.Tensor]:
-        """Decode/sample every video of ``videos`` (any nesting) into (T, 3, H, W) tensors."""
+        """Decode/sample every video of ``videos`` (any nesting) into (T, 3, H, W) tensors.
+
+        ``video_metadata``: one metadata (or dict) per video, or one for a single video; its
+        ``fps`` is the source rate of array inputs. ``metadata_out``: a list that receives one
+        transformers ``VideoMetadata`` per video (frames kept in ``frames_indices``).
+        """
+        from transformers.video_utils import VideoMetadata as HFVideoMetadata
+
+        flat = flatten_videos(videos)
+        metas = _per_video_metadata(video_metadata, len(flat))
+        asked = any(v is not None for v in (num_frames, fps, max_frames))
+        if do_sample_frames is None:
+            sample_arrays, sample_encoded = bool(self.do_sample_frames) or asked, True
+        else:
+            sample_arrays = sample_encoded = bool(do_sample_frames)
         sampling = self._sampling_args(num_frames, fps, max_frames)
-        sample_arrays = bool(do_sample_frames) or any(v is not None for v in (num_frames, fps, max_frames))
         clips = []
-        for i, video in enumerate(flatten_videos(videos)):
+        for i, (video, meta) in enumerate(zip(flat, metas, strict=True)):
             if _is_encoded(video):
                 from .video_io import load_video  # lazy: PyAV is only needed for encoded videos
 
-                frames, _ = load_video(video, **sampling)  # (T, H, W, 3) uint8
+                # do_sample_frames=False: every frame, as transformers decodes without a sampler
+                frames, info = load_video(video, **(sampling if sample_encoded else {}))  # (T, H, W, 3)
                 clips.append(_to_clip(frames, i))
+                if metadata_out is not None:
+                    metadata_out.append(info.to_transformers())
                 continue
             clip = _to_clip(video, i)
+            rate = source_fps if source_fps is not None else _meta(meta, "fps")
+            n_source = int(clip.shape[0])
+            idx = list(range(n_source))
             if sample_arrays:
                 from .video_io import sample_indices
 
-                idx = sample_indices(clip.shape[0], source_fps=source_fps, **sampling)
+                idx = sample_indices(clip.shape[0], source_fps=rate, **sampling)
                 clip = clip[torch.as_tensor(idx, dtype=torch.long)]
             clips.append(clip)
+            if metadata_out is not None:
+                metadata_out.append(
+                    HFVideoMetadata(
+                        total_num_frames=n_source,
+                        fps=rate,
+                        width=int(clip.shape[-1]),
+                        height=int(clip.shape[-2]),
+                        frames_indices=[int(j) for j in idx],
+                    )
+                )
         return clips
 
     # ---------------------------------------------------------------- pixel pipeline
@@ -457,6 +556,8 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         max_frames: int | None = None,
         do_sample_frames: bool | None = None,
         source_fps: float | None = None,
+        video_metadata: Any = None,
+        return_metadata: bool = False,
         return_tensors: str | None = "pt",
         device: str | torch.device | None = None,
         **kwargs: Any,
@@ -467,8 +568,11 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
             videos: a path/URL/bytes/file object, a (T, H, W, 3) array/tensor, a list of frames, or
                 any (nested) list of those.
             num_frames / fps / max_frames: frame sampling (see the class docstring).
-            do_sample_frames: also sample frames given as arrays with the default settings.
+            do_sample_frames: ``True``: sample every video (arrays too, with the default settings);
+                ``False``: sample none, whatever ``num_frames``/``fps`` say; unset: see the class docstring.
             source_fps: frame rate of array inputs, needed for ``fps`` sampling of arrays.
+            video_metadata: one ``VideoMetadata``/dict per video (``fps`` = source rate of arrays).
+            return_metadata: also return ``video_metadata`` (one transformers ``VideoMetadata`` per video).
             return_tensors: ``"pt"`` (default) or ``"np"``.
             device: where to run the pixel pipeline (``None``: where the frames are).
             kwargs: per-call overrides of the settings (``size``, ``crop_size``, ``image_mean``, ...).
@@ -493,6 +597,7 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         if ignored:
             logger.warning_once(f"{type(self).__name__} ignores unknown arguments {sorted(ignored)}")
 
+        metadata: list[Any] = []
         clips = self.load_clips(
             videos,
             num_frames=num_frames,
@@ -500,6 +605,8 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
             max_frames=max_frames,
             do_sample_frames=do_sample_frames,
             source_fps=source_fps,
+            video_metadata=video_metadata,
+            metadata_out=metadata,
         )
         if not clips:
             raise VideoLoadError("no video was given")
@@ -516,6 +623,8 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         data = {"pixel_values_videos": batch, "video_num_frames": torch.tensor(lengths, dtype=torch.int64)}
         if return_tensors == "np":
             data = {k: v.cpu().numpy() for k, v in data.items()}
+        if return_metadata:
+            data["video_metadata"] = metadata
         return BatchFeature(data=data)
 
     def __call__(self, videos: Any, **kwargs: Any) -> BatchFeature:
@@ -524,11 +633,31 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
 
 # ============================================================================ the processor
 
-_TEXT_KWARGS = {
-    "add_special_tokens", "return_attention_mask", "return_offsets_mapping", "return_token_type_ids",
-    "pad_to_multiple_of", "max_length", "return_length", "verbose", "padding_side",
-}  # fmt: skip
-_IGNORED_KWARGS = {"return_metadata", "video_metadata", "do_convert_rgb", "input_data_format", "data_format"}
+
+class LlavaNextVideoAnyResTextKwargs(TextKwargs, total=False):
+    """Tokenizer kwargs plus ``tokenization`` (``"original"``/``"transformers"``)."""
+
+    tokenization: str | None
+
+
+class LlavaNextVideoAnyResProcessorKwargs(ProcessingKwargs, total=False):
+    """Per-modality kwargs of [`LlavaNextVideoAnyResProcessor`] for ``ProcessorMixin._merge_kwargs``."""
+
+    text_kwargs: LlavaNextVideoAnyResTextKwargs
+    videos_kwargs: LlavaNextVideoAnyResVideoProcessorKwargs
+    _defaults = {"text_kwargs": {"padding": True}}
+
+
+# `from __future__ import annotations` leaves ForwardRefs; _merge_kwargs reads the classes themselves
+LlavaNextVideoAnyResProcessorKwargs.__annotations__["text_kwargs"] = LlavaNextVideoAnyResTextKwargs
+LlavaNextVideoAnyResProcessorKwargs.__annotations__["videos_kwargs"] = (
+    LlavaNextVideoAnyResVideoProcessorKwargs
+)
+
+
+def _size_field(size: Any, key: str) -> int:
+    """``size.key`` for a ``SizeDict`` or ``size[key]`` for a plain dict (as saved in JSON or set by users)."""
+    return int(size[key] if isinstance(size, dict) else getattr(size, key))
 
 
 #: How the processor turns text into ids (see ``tokenize_like_original``).
@@ -826,7 +955,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
     def video_token_kwargs(self) -> dict[str, Any]:
         """The arguments of ``rope.num_video_tokens`` this processor implies."""
         return {
-            "image_size": int(self.video_processor.crop_size.height),
+            "image_size": _size_field(self.video_processor.crop_size, "height"),
             "patch_size": self.patch_size,
             "stride": self.spatial_pool_stride,
             "mode": self.spatial_pool_mode,
@@ -842,7 +971,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         return rope.num_image_tokens(
             int(height),
             int(width),
-            image_size=int(self.image_processor.crop_size.height),
+            image_size=_size_field(self.image_processor.crop_size, "height"),
             patch_size=self.patch_size,
             grid_pinpoints=self.image_processor.image_grid_pinpoints,
             keeps_cls=self.vision_feature_select_strategy == "full" and self.num_additional_image_tokens > 0,
@@ -877,7 +1006,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         fps: float | None = None,
         max_frames: int | None = None,
         return_tensors: str | None = "pt",
-        padding: bool | str = True,
+        padding: bool | str | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
         """Tokenize prompts and process their media, expanding each placeholder to its token count.
@@ -889,12 +1018,16 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
                 nesting, in placeholder order.
             num_frames / fps / max_frames: frame sampling for this call (see the video processor).
             return_tensors: ``"pt"`` (default), ``"np"`` or ``None`` (lists for the text side).
-            padding: tokenizer padding (``True``: to the longest prompt, on ``padding_side``).
-            kwargs: ``padding_side`` (``"left"``/``"right"``), ``add_special_tokens``,
-                ``tokenization`` (``"original"``/``"transformers"``, see the class docstring),
-                ``return_offsets_mapping``, ``return_mm_token_type_ids``, ``do_sample_frames``,
-                ``source_fps``, image/video processor overrides, ``images_kwargs``/``videos_kwargs``/
-                ``text_kwargs`` dicts.
+            padding: tokenizer padding (default ``True``: to the longest prompt, on the tokenizer's
+                ``padding_side``).
+            kwargs: merged as transformers' processors do (``ProcessorMixin._merge_kwargs``): flat
+                kwargs go to every modality that accepts them (``padding_side``, ``max_length``,
+                ``add_special_tokens``, ``return_mm_token_type_ids``, ``tokenization`` (``"original"``/
+                ``"transformers"``, see the class docstring) to the tokenizer;
+                ``do_sample_frames``, ``source_fps``, ``video_metadata``, ``return_metadata`` and
+                pixel settings to the video processor; image settings to the image processor), or
+                per modality as ``text_kwargs``/``images_kwargs``/``videos_kwargs`` dicts; the
+                tokenizer's own defaults (``padding_side``, ``max_length``) apply when not given.
 
         Returns:
             ``input_ids``, ``attention_mask`` (with text), ``pixel_values`` + ``image_sizes`` (with
@@ -903,16 +1036,23 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         Raises:
             PlaceholderMismatchError: the placeholders and the media given differ in number.
             ContextLengthError: a prompt (after expansion) is longer than ``context_length``.
+            ValueError: the same kwarg given flat and in a ``*_kwargs`` dict, or ``truncation``.
         """
         if audio is not None:
             raise ValueError(f"{type(self).__name__} does not take audio")
         if text is not None and not _is_text(text) and (images is None or _is_text(images)):
             text, images = images, text  # images passed first, positionally (transformers' order)
-        if kwargs.pop("truncation", None) not in (None, False):
+        for key, value in (("num_frames", num_frames), ("fps", fps), ("max_frames", max_frames)):
+            if value is not None:
+                kwargs[key] = value
+        if padding is not None:
+            kwargs["padding"] = padding
+        text_kwargs, images_kwargs, videos_kwargs = self._split_kwargs(kwargs)
+        if text_kwargs.pop("truncation", None) not in (None, False):
             raise ValueError(
                 "truncation is not supported: it would cut visual tokens; shorten the prompt instead"
             )
-        text_kwargs, images_kwargs, videos_kwargs = self._split_kwargs(kwargs)
+        padding = text_kwargs.pop("padding", True)
         return_replacement_offsets = text_kwargs.pop("return_text_replacement_offsets", False)
         return_mm_token_type_ids = text_kwargs.pop("return_mm_token_type_ids", False)
 
@@ -932,12 +1072,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         video_replacements: list[str] = []
         if videos is not None and flatten_videos(videos):
             out = self.video_processor(
-                videos,
-                num_frames=num_frames,
-                fps=fps,
-                max_frames=max_frames,
-                return_tensors="np" if return_tensors == "np" else "pt",
-                **videos_kwargs,
+                videos, return_tensors="np" if return_tensors == "np" else "pt", **videos_kwargs
             )
             data.update(out)
             video_frames = [int(t) for t in out["video_num_frames"].tolist()]
@@ -990,33 +1125,22 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         )
 
     def _split_kwargs(self, kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
-        """Route flat and per-modality kwargs to the tokenizer, the image and the video processor."""
-        text_kwargs = dict(kwargs.pop("text_kwargs", None) or {})
-        images_kwargs = dict(kwargs.pop("images_kwargs", None) or {})
-        videos_kwargs = dict(kwargs.pop("videos_kwargs", None) or {})
-        kwargs.pop("common_kwargs", None)
-        image_keys = set(self.image_processor.valid_kwargs.__annotations__) - {"return_tensors"}
-        video_keys = set(self.video_processor.valid_kwargs.__annotations__) - {"return_tensors"}
-        for key, value in kwargs.items():
-            used = False
-            if key in _TEXT_KWARGS or key in (
-                "return_text_replacement_offsets",
-                "return_mm_token_type_ids",
-                "tokenization",
-            ):
-                text_kwargs[key] = value
-                used = True
-            if key in image_keys and key not in _IGNORED_KWARGS:
-                images_kwargs[key] = value
-                used = True
-            if key in video_keys and key not in _IGNORED_KWARGS:
-                videos_kwargs[key] = value
-                used = True
-            if not used and key not in _IGNORED_KWARGS:
-                logger.warning_once(f"{type(self).__name__} ignores the argument {key!r}")
-        for key in _IGNORED_KWARGS:
-            videos_kwargs.pop(key, None)
-            images_kwargs.pop(key, None)
+        """Route flat and per-modality kwargs with transformers' ``ProcessorMixin._merge_kwargs``.
+
+        Priority: flat kwargs, then ``text_kwargs``/``images_kwargs``/``videos_kwargs``, then the
+        tokenizer's init kwargs (``padding_side``, ``max_length``, ...), then the class defaults; a
+        key given both flat and in its modality dict raises ``ValueError``.
+        """
+        kwargs = {k: v for k, v in kwargs.items() if k != "return_tensors"}
+        merged = self._merge_kwargs(
+            LlavaNextVideoAnyResProcessorKwargs,
+            tokenizer_init_kwargs=getattr(self.tokenizer, "init_kwargs", None),
+            **kwargs,
+        )
+        text_kwargs, images_kwargs, videos_kwargs = (
+            {k: v for k, v in merged[name].items() if k != "return_tensors"}
+            for name in ("text_kwargs", "images_kwargs", "videos_kwargs")
+        )
         return text_kwargs, images_kwargs, videos_kwargs
 
     def _tokenize_original(self, texts: list[str], padding: bool | str, text_kwargs: dict[str, Any]) -> Any:
