@@ -68,6 +68,27 @@ SWAPS = {
 }
 
 
+def register_names() -> None:
+    """List our classes wherever transformers lists its LLaVA-NeXT-Video classes by name.
+
+    The common tests pick behaviour by class *name* from ``modeling_auto.*_MAPPING_NAMES`` (which
+    classes get labels, which is the base model, which is an image-text-to-text head); those dicts
+    only hold transformers' own models. Mirroring the ``llava_next_video`` entries under our
+    ``model_type`` makes the mixins treat our classes exactly as transformers' (this process only).
+    """
+    from transformers.models.auto import modeling_auto
+
+    ours = {
+        "LlavaNextVideoModel": LlavaNextVideoAnyResModel.__name__,
+        "LlavaNextVideoForConditionalGeneration": LlavaNextVideoAnyResForConditionalGeneration.__name__,
+    }
+    for name, mapping in vars(modeling_auto).items():
+        if name.endswith("_MAPPING_NAMES") and isinstance(mapping, dict):
+            theirs = mapping.get("llava_next_video")
+            if theirs in ours:
+                mapping[LlavaNextVideoAnyResConfig.model_type] = ours[theirs]
+
+
 def swap_into(module: ModuleType) -> None:
     """Rebind transformers' class names in ``module`` (a loaded copy of a test module) to ours."""
     theirs = {getattr(module, name, None): ours for name, ours in SWAPS.items()}

@@ -108,6 +108,16 @@ def download_sdist_tests(version: str, cache: Path) -> Path:
 TEST_DEPS = ["parameterized"]
 
 
+# Tests where our behaviour differs from transformers' on purpose; reported, not failed.
+KNOWN_DIVERGENCES = {
+    "test_reverse_loading_mapping": (
+        "our llava-hf key renamings are load-only by design (convert.register_key_mapping): a "
+        "checkpoint is saved in our own key layout, while the test expects save_pretrained to write the "
+        "renamed (legacy) layout back"
+    ),
+}
+
+
 def install_test_deps(cache: Path) -> Path:
     """``pip install --target`` transformers' test-only dependencies under ``cache`` (once)."""
     target = cache / "test-deps"
@@ -211,10 +221,18 @@ def report(results: dict[tuple[str, str, str], str], origin: dict[str, str]) -> 
         )
     theirs = {(s, t): o for (f, s, t), o in results.items() if f == "transformers"}
     ours = {(s, t): o for (f, s, t), o in results.items() if f == "ours"}
-    only_ours = sorted(k for k, o in ours.items() if o == "failed" and theirs.get(k) == "passed")
-    skipped_only_ours = sorted(k for k, o in ours.items() if o == "skipped" and theirs.get(k) == "passed")
+
+    def known(key: tuple[str, str]) -> bool:
+        return key[1].split("[")[0] in KNOWN_DIVERGENCES
+
+    worse = sorted(k for k, o in ours.items() if o in ("failed", "skipped") and theirs.get(k) == "passed")
+    only_ours = [k for k in worse if ours[k] == "failed" and not known(k)]
+    skipped_only_ours = [k for k in worse if ours[k] == "skipped" and not known(k)]
+    divergences = [k for k in worse if known(k)]
     both = sorted(k for k, o in ours.items() if o == "failed" and theirs.get(k) == "failed")
     better = sorted(k for k, o in ours.items() if o == "passed" and theirs.get(k) == "failed")
+    for suite, test in divergences:
+        print(f"\nknown divergence {suite}::{test}: {KNOWN_DIVERGENCES[test.split('[')[0]]}")
     for title, keys in (
         ("fail for ours only", only_ours),
         ("skipped for ours, passed for transformers'", skipped_only_ours),

@@ -24,6 +24,8 @@ from ...generation.test_utils import GenerationTesterMixin
 from ...test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor
 from . import adapter
 
+adapter.register_names()
+
 # Tiny model: CLIP 16 px / patch 2 -> an 8x8 grid; AnyRes canvas 32x32 -> 4 tiles + the base view.
 IMAGE_TOKEN_ID, VIDEO_TOKEN_ID, FIRST_TEXT_ID = 1, 2, 3
 NUM_PATCHES, NUM_FRAMES, TEXT_TOKENS = 5, 4, 7

@@ -1,3 +1,4 @@
+# Copyright 2026 The llava-next-video-hf authors. Licensed under the Apache License, Version 2.0.
 """Configuration of LLaVA-NeXT-Video (AnyRes): vision tower + projector + pooling + LLM with scaled RoPE."""
 
 from __future__ import annotations
