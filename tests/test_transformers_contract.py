@@ -141,6 +141,21 @@ def test_decoding_step_compiles_fullgraph_without_recompiling(model, tokenizer):
     torch._dynamo.reset()
 
 
+def test_video_prefill_compiles_fullgraph(model, tokenizer):
+    """The whole multimodal forward (tower, pooling, scatter, LLM) traces as one graph."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    video = torch.randn(1, 2, 3, 336, 336, generator=torch.Generator().manual_seed(5))
+    ids = torch.tensor([_video_prompt(tokenizer, model.config.num_video_tokens(2))])
+    compiled = torch.compile(model.forward, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        expected = model(input_ids=ids, pixel_values_videos=video).logits
+        got = compiled(input_ids=ids, pixel_values_videos=video).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+
+
 def test_custom_4d_attention_mask_packs_sequences(model, tokenizer):
     """Two prompts packed in one row with a block-causal 4D mask give each prompt's own logits."""
     a = tokenizer("USER: What happens? ASSISTANT:").input_ids

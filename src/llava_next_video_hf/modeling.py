@@ -24,7 +24,6 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
-from transformers.utils import torch_compilable_check
 from transformers.utils.generic import can_return_tuple
 
 from . import rope
@@ -235,7 +234,7 @@ class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     # text-only decoding steps (the ones generate compiles) trace without graph breaks; the
-    # placeholder count check is a torch._check under tracing
+    # placeholder count check becomes a torch._check under tracing
     _can_compile_fullgraph = True
 
     @torch.no_grad()
@@ -433,16 +432,15 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
     ) -> tuple[torch.Tensor, torch.Tensor]:
         flat = torch.cat(features, dim=0).to(embeds.device, embeds.dtype)
         n_tokens = mask.sum()
-        # a torch._check under torch.compile (no graph break), the same error eagerly
-        torch_compilable_check(
-            n_tokens == flat.shape[0],
-            lambda: (
+        if torch.compiler.is_compiling():
+            # a hint for the tracer instead of a graph break (as transformers' torch_compilable_check)
+            torch._check_tensor_all(n_tokens == flat.shape[0])
+        elif int(n_tokens) != flat.shape[0]:
+            raise PlaceholderMismatchError(
                 f"The prompt has {int(n_tokens)} <{kind}> tokens but the {len(features)} {kind}(s) given produce "
                 f"{flat.shape[0]} features; expand each <{kind}> placeholder with the processor "
                 f"(one placeholder per {kind}, in order)."
-            ),
-            error_type=PlaceholderMismatchError,
-        )
+            )
         return embeds.masked_scatter(mask.unsqueeze(-1).to(embeds.device), flat), flat
 
     @can_return_tuple
