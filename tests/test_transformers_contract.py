@@ -99,6 +99,23 @@ def test_feature_getters_refuse_a_layout_the_config_does_not_have(model):
     model.get_video_features(videos, vision_feature_layer=-2, vision_feature_select_strategy="default")
 
 
+def test_forward_takes_pre_encoded_media(model, tokenizer):
+    """``mm_encoder_outputs`` (what generate() passes after encoding media once) equals pixels."""
+    video = torch.randn(1, 2, 3, 336, 336, generator=torch.Generator().manual_seed(6))
+    ids = torch.tensor([_video_prompt(tokenizer, model.config.num_video_tokens(2))])
+    with torch.no_grad():
+        from_pixels = model(input_ids=ids, pixel_values_videos=video).logits
+        encoded = {"video": model.get_video_features(video)}
+        from_features = model(input_ids=ids, mm_encoder_outputs=encoded).logits
+        with pytest.raises(ValueError, match="either pixels or mm_encoder_outputs"):
+            model(input_ids=ids, pixel_values_videos=video, mm_encoder_outputs=encoded)
+        beams = model.generate(
+            input_ids=ids, pixel_values_videos=video, num_beams=2, num_return_sequences=2, max_new_tokens=3
+        )
+    assert torch.equal(from_pixels, from_features)
+    assert beams.shape == (2, ids.shape[1] + 3) and torch.equal(beams[:, : ids.shape[1]], ids.expand(2, -1))
+
+
 # ------------------------------------------------------------------- static cache / compile
 
 

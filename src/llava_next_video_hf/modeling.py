@@ -456,26 +456,48 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         past_key_values: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> LlavaNextVideoAnyResModelOutput:
-        """Embed the prompt, scatter image and video features at their placeholders, run the LLM."""
+        """Embed the prompt, scatter image and video features at their placeholders, run the LLM.
+
+        ``mm_encoder_outputs``: ``{"image": ..., "video": ...}`` outputs of ``get_image_features`` /
+        ``get_video_features`` computed beforehand (``generate`` encodes media once before the
+        prefill this way); a modality given there must not also come as pixels.
+        """
         past_key_values = _take_cache(past_key_values, kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
+        encoded = mm_encoder_outputs or {}
+        has_images = pixel_values is not None and pixel_values.numel() > 0
+        has_videos = pixel_values_videos is not None and len(pixel_values_videos) > 0
+        for kind, given in (("image", has_images), ("video", has_videos)):
+            if given and encoded.get(kind) is not None:
+                raise ValueError(
+                    f"Pass either pixels or mm_encoder_outputs['{kind}'] for the {kind}s, not both"
+                )
         image_feats = video_feats = None
-        if pixel_values is not None and pixel_values.numel() > 0:
+        features = None
+        if encoded.get("image") is not None:
+            features = list(encoded["image"].pooler_output)
+        elif has_images:
             if image_sizes is None:
                 raise ValueError("pixel_values need image_sizes (one (height, width) per image)")
-            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
             crops, sizes = self._image_crops(pixel_values, image_sizes)
             features = self.embed_images(crops, sizes)
+        if features:
+            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
             inputs_embeds, image_feats = self._scatter(inputs_embeds, mask, features, "image")
-        if pixel_values_videos is not None and len(pixel_values_videos) > 0:
-            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
+        features = None
+        if encoded.get("video") is not None:
+            features = list(encoded["video"].pooler_output)
+        elif has_videos:
             frames, lengths = self._video_frames(pixel_values_videos, video_num_frames)
             features = self.split_videos(self.encode_frames(frames), lengths)
+        if features:
+            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
             inputs_embeds, video_feats = self._scatter(inputs_embeds, mask, features, "video")
         out = self.language_model(
             attention_mask=attention_mask,
@@ -541,6 +563,7 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> LlavaNextVideoAnyResCausalLMOutput:
         """Logits (and the shifted next-token loss when ``labels`` are given; -100 is ignored)."""
@@ -556,6 +579,7 @@ class LlavaNextVideoAnyResForConditionalGeneration(LlavaNextVideoAnyResPreTraine
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         hidden = out.last_hidden_state
