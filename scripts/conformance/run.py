@@ -268,8 +268,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     version = installed_transformers_version()
-    tests = download_sdist_tests(version, cache)
-    deps = install_test_deps(cache)
+    try:
+        tests = download_sdist_tests(version, cache)
+        deps = install_test_deps(cache)
+    except subprocess.CalledProcessError as exc:
+        print(
+            f"could not fetch transformers=={version}'s sdist or its test dependencies from PyPI "
+            f"({exc}); the run needs PyPI access once, then uses the cache in {cache}",
+            file=sys.stderr,
+        )
+        return 2
     origin = complete_test_tree(tests, version, args.transformers_tests, args.network_timeout)
     module = install_our_module(tests)
     junit = tests.parent / "conformance-junit.xml"
