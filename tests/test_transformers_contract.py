@@ -113,6 +113,9 @@ def test_forward_takes_pre_encoded_media(model, tokenizer):
             input_ids=ids, pixel_values_videos=video, num_beams=2, num_return_sequences=2, max_new_tokens=3
         )
     assert torch.equal(from_pixels, from_features)
+    # a batch without videos (an empty tensor, as collators send) encodes to nothing
+    empty = model.get_video_features(torch.zeros(0, 2, 3, 336, 336))
+    assert empty.pooler_output == () and empty.last_hidden_state is None
     assert beams.shape == (2, ids.shape[1] + 3) and torch.equal(beams[:, : ids.shape[1]], ids.expand(2, -1))
 
 

@@ -373,6 +373,8 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         """
         self._check_feature_args(vision_feature_layer, vision_feature_select_strategy)
         kwargs.pop("output_hidden_states", None)  # always returned, as transformers does
+        if len(pixel_values_videos) == 0:  # a batch without videos (collators may send an empty tensor)
+            return BaseModelOutputWithPooling(pooler_output=())
         frames, lengths = self._video_frames(pixel_values_videos, video_num_frames)
         out, selected = self._run_tower(frames, **kwargs)
         videos = self.split_videos(self.encode_frames(frames, features=selected), lengths)
@@ -408,6 +410,8 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         """
         self._check_feature_args(vision_feature_layer, vision_feature_select_strategy)
         kwargs.pop("output_hidden_states", None)  # always returned, as transformers does
+        if pixel_values.numel() == 0:  # a batch without images
+            return BaseModelOutputWithPooling(pooler_output=())
         crops, sizes = self._image_crops(pixel_values, image_sizes)
         out, selected = self._run_tower(crops, **kwargs)
         images = self.embed_images(crops, sizes, features=selected)
