@@ -233,15 +233,17 @@ class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # text-only decoding steps (the ones generate compiles) trace without graph breaks; the
-    # placeholder count check becomes a torch._check under tracing
+    # text-only decoding steps (the ones generate compiles) and video prefills trace as one graph
+    # (the placeholder count check becomes a torch._check there); image prefills read their sizes
+    # on the host (AnyRes tiling), as transformers' LLaVA-NeXT does
     _can_compile_fullgraph = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, LlavaNextVideoAnyResModel):
-            # `init.normal_` leaves a value loaded from a checkpoint alone (in-place `.normal_` did not)
+            # `init.normal_` skips a parameter loaded from a checkpoint by itself; the in-place
+            # `.normal_` relied on transformers skipping the whole module
             init.normal_(
                 module.image_newline, mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size)
             )
