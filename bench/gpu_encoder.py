@@ -141,7 +141,8 @@ def bench_model(
         batch = torch.randn(used, 3, size, size, generator=gen).to(device, dtype)
         videos = list(torch.split(batch, counts))
         with torch.inference_mode():
-            eager_s, eager = _timed(partial(model.get_video_features, videos), repeats, device)
+            eager_s, out = _timed(partial(model.get_video_features, videos), repeats, device)
+        eager = out.pooler_output  # one (tokens, D) tensor per video
         replay_s, replayed = _timed(partial(graph.replay, batch, counts), repeats, device)
         assert [v.shape for v in replayed] == [v.shape for v in eager]
         diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(replayed, eager, strict=True))
