@@ -302,7 +302,11 @@ def _stub_features(model, values: torch.Tensor) -> None:
 
 def _video_tokens(model, frames: int) -> list[float]:
     with torch.no_grad():
-        (video,) = model.model.get_video_features(torch.zeros(1, frames, 3, 84, 84))
+        # the token layout on the injected vision_features (get_video_features runs the real tower
+        # to return its outputs too)
+        (video,) = model.model.split_videos(
+            model.model.encode_frames(torch.zeros(frames, 3, 84, 84)), [frames]
+        )
     assert torch.equal(video, video[:, :1].expand_as(video))  # channel-constant, as fed
     return video[:, 0].tolist()
 
