@@ -225,6 +225,32 @@ def test_dummy_inputs_are_the_largest_items(mm_processor, model_config):
     assert expected["image"] == max(config.num_image_tokens(h, w) for h, w in config.image_grid_pinpoints)
 
 
+def test_dummy_video_fits_the_frame_limit_when_frames_fill_the_context_exactly(ckpt, model_config):
+    """At a ``max_model_len`` that N frames fill exactly, the server's limit is N - 1 (one text token
+    left), and profiling must use that many: a dummy of N frames was refused at engine start-up
+    ("video 0 has 16 frames; at most 15 fit max_model_len=256", the demo's ``--engine vllm``)."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.multimodal import MULTIMODAL_REGISTRY
+
+    from llava_next_video_hf.vllm_plugin import video_loader
+
+    config = model_config.hf_config
+    max_len = config.num_video_tokens(4)
+    saved = video_loader.server_max_frames()
+    try:
+        tight = EngineArgs(
+            model=str(ckpt), dtype="float32", max_model_len=max_len, limit_mm_per_prompt={"video": 1}
+        ).create_model_config()
+        processor = MULTIMODAL_REGISTRY.create_processor(tight)
+        assert processor.info.max_frames_per_video == 3
+        assert processor.info.get_num_frames_with_most_features(max_len, {"video": 1}) == 3
+        dummy = processor.get_dummy_mm_inputs({"video": 1})  # raised ContextLengthError before
+        (placeholder,) = dummy["mm_placeholders"]["video"]
+        assert placeholder.length == config.num_video_tokens(3)
+    finally:
+        video_loader.configure(*saved)
+
+
 def test_limit_mm_per_prompt_is_enforced(mm_processor):
     from vllm.exceptions import VLLMValidationError
 

@@ -217,13 +217,17 @@ class LlavaNextVideoAnyResProcessingInfo(BaseProcessingInfo):
         return ImageSize(width=width, height=height)
 
     def get_num_frames_with_most_features(self, seq_len: int, mm_counts: Mapping[str, int]) -> int:
-        """Frames per video when ``mm_counts["video"]`` videos share ``seq_len`` tokens (at least 1)."""
+        """Frames per video when ``mm_counts["video"]`` videos share ``seq_len`` tokens (at least 1).
+
+        Never more than the server's frame limit (``max_frames_per_video``, which keeps one text
+        token): profiling must use a video a request could send, or the dummy itself is refused.
+        """
         videos = max(mm_counts.get("video", 0), 1)
         config = self.get_hf_config()
         frames = 0
         while videos * config.num_video_tokens(frames + 1) <= seq_len:
             frames += 1
-        return max(frames, 1)
+        return max(min(frames, self.max_frames_per_video), 1)
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
         """Token counts of the dummy items, computed without processing them (fast start-up)."""
