@@ -388,8 +388,18 @@ def _common_args(output_dir: str | os.PathLike, overrides: dict[str, Any]) -> di
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
     )
+    if not _has_accelerator():
+        # torchrun / `accelerate launch` on a CPU-only machine: without `use_cpu`, accelerate sees
+        # LOCAL_RANK but no GPU backend, reports "not distributed", and every rank trains its own
+        # copy on all the data. With it, the ranks form one gloo DDP group (harmless in one process).
+        args["use_cpu"] = True
     args.update(overrides)
     return args
+
+
+def _has_accelerator() -> bool:
+    """Whether torch sees a GPU-like device (CUDA, ROCm, XPU, MPS, ...)."""
+    return bool(torch.accelerator.is_available())
 
 
 def sft_config(output_dir: str | os.PathLike, **overrides: Any) -> Any:
@@ -592,13 +602,30 @@ def run_training(
     train_vision_tower: bool = False,
     bf16: bool = False,
     seed: int = 42,
+    fsdp: str | None = None,
+    fsdp_config: str | os.PathLike | None = None,
+    deepspeed: str | os.PathLike | None = None,
 ) -> Path:
     """Fine-tune the checkpoint at ``model_path`` on ``data_path`` (SFT or DPO) and write ``out_dir``.
 
     ``out_dir`` gets ``checkpoint-*`` folders while training (``resume=True`` continues from the last
     one) and a complete checkpoint (LoRA merged) + processor at the end (LoRA adapter in ``adapter/``).
+
+    Several processes (``torchrun --nproc_per_node N`` or ``accelerate launch``) train one model with
+    DDP: each rank gets its share of every global batch (``batch_size`` per rank), and only the main
+    process writes. ``fsdp`` (e.g. ``"full_shard auto_wrap"``) with an optional ``fsdp_config`` file,
+    or ``deepspeed`` (a DeepSpeed JSON config), go to the trainer arguments as in any TRL script; an
+    ``accelerate launch --config_file`` that enables FSDP works as well.
     """
     _require_train_extra()
+    if (fsdp or deepspeed) and not _has_accelerator():
+        # accelerate (1.16) enables FSDP only for GPU-like backends, and `use_cpu` skips DeepSpeed:
+        # on a CPU-only machine either would silently train plain DDP with full copies on every rank.
+        option = "--fsdp" if fsdp else "--deepspeed"
+        raise LlavaNextVideoError(
+            f"{option} needs a GPU (CUDA, ROCm, XPU, ...): torch sees none here, and accelerate would "
+            "silently fall back to DDP; drop the option to train with DDP on CPU"
+        )
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -627,6 +654,10 @@ def run_training(
         bf16=bf16,
         seed=seed,
     )
+    if fsdp:
+        settings.update(fsdp=fsdp, fsdp_config=str(fsdp_config) if fsdp_config else None)
+    if deepspeed:
+        settings["deepspeed"] = str(deepspeed)
     peft_config = lora_config(r=lora_r, alpha=2 * lora_r) if lora else None
     common = dict(peft_config=peft_config, num_frames=frames, freeze_vision=not train_vision_tower)
     if kind == "sft":
@@ -634,13 +665,29 @@ def run_training(
     else:
         trainer = dpo_trainer(model, processor, records, dpo_config(out, beta=beta, **settings), **common)
     trainer.train(resume_from_checkpoint=last if resume else None)
-    trained = trainer.model
-    if lora:
-        trained.save_pretrained(out / "adapter")
-        trained = trained.merge_and_unload()
-    trained.save_pretrained(out)
-    processor.save_pretrained(out)
+    _save_final(trainer, model_path, out, lora=lora)
     return out
+
+
+def _save_final(trainer: Any, model_path: str | os.PathLike, out: Path, *, lora: bool) -> None:
+    """Write the trained model once, however many processes trained it.
+
+    ``Trainer.save_model`` writes on the main process only and gathers parameters that FSDP or
+    DeepSpeed ZeRO-3 sharded across ranks (with the processor beside them). With LoRA it writes the
+    adapter; the merged checkpoint is then built on the main process from the base weights and that
+    saved adapter, so no rank ever needs the full trained model in memory, and the result is the same
+    whether the adapter lived on one rank or was sharded.
+    """
+    trainer.save_model(str(out / "adapter" if lora else out))
+    if lora and trainer.is_world_process_zero():
+        from peft import PeftModel
+        from transformers import AutoModelForImageTextToText
+
+        base = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(base, out / "adapter").merge_and_unload()
+        merged.save_pretrained(out)
+        trainer.processing_class.save_pretrained(out)
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the files are complete
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -665,8 +712,12 @@ def _run(args: argparse.Namespace) -> int:
         train_vision_tower=args.train_vision_tower,
         bf16=args.bf16,
         seed=args.seed,
+        fsdp=args.fsdp,
+        fsdp_config=args.fsdp_config,
+        deepspeed=args.deepspeed,
     )
-    print(f"saved the fine-tuned checkpoint to {out}")
+    if int(os.environ.get("RANK", "0")) == 0:  # set by torchrun / accelerate launch on every rank
+        print(f"saved the fine-tuned checkpoint to {out}")
     return 0
 
 
@@ -706,6 +757,14 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--train-vision-tower", action="store_true", help="unfreeze the vision tower")
         p.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
         p.add_argument("--seed", type=int, default=42)
+        p.add_argument(
+            "--fsdp", metavar="OPTIONS",
+            help='shard with FSDP under torchrun/accelerate, e.g. "full_shard auto_wrap" (TrainingArguments.fsdp)',
+        )  # fmt: skip
+        p.add_argument("--fsdp-config", metavar="FILE", help="FSDP options (JSON), with --fsdp")
+        p.add_argument(
+            "--deepspeed", metavar="FILE", help="DeepSpeed config (JSON); needs `pip install deepspeed`"
+        )
         if kind == "dpo":
             p.add_argument("--beta", type=float, default=0.1, help="DPO temperature")
         p.set_defaults(func=_run, kind=kind)
