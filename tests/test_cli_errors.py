@@ -107,3 +107,14 @@ def test_video_from_stdin_gives_the_same_answer_as_the_file(tiny_ckpt, clip, cap
     assert piped[:2] == run(str(clip), b"")[:2] and piped[0] == 0 and piped[1].strip()
     code, _, err = run("-", b"")
     assert code == 1 and err.startswith("error: --video -: stdin is empty")
+
+
+@pytest.mark.parametrize("option", ["--tensor-parallel-size", "-pp"])
+def test_parallel_workers_need_the_vllm_engine(tmp_path, clip, capsys, option):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    assert cli.main(["generate", str(ckpt), "--video", str(clip), "--prompt", "q", option, "2"]) == 1
+    assert "need --engine vllm" in _error_line(capsys)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["generate", str(ckpt), "--video", str(clip), "--prompt", "q", option, "0"])
+    assert exit_.value.code == 2

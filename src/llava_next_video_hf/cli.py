@@ -86,6 +86,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights' dtype"
     )
+    p.add_argument(
+        "--tensor-parallel-size", "-tp", type=_positive_int, default=1,
+        help="vLLM workers that split every layer (vllm engine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pipeline-parallel-size", "-pp", type=_positive_int, default=1,
+        help="vLLM workers that split the stack of layers (vllm engine)",
+    )  # fmt: skip
     p.set_defaults(func=_run_generate)
 
 
@@ -111,12 +119,15 @@ def generate(
     dtype: str = "float32",
     stream: bool = False,
     rope_factor: float | str | None = None,
+    tensor_parallel_size: int = 1,
+    pipeline_parallel_size: int = 1,
 ) -> str:
     """Answer ``prompt`` about ``video``/``images`` with ``model`` through transformers or vLLM.
 
     With ``stream=True`` (hf engine) tokens are printed to stdout as they are generated.
     ``rope_factor`` (hf engine): load the model with this linear RoPE factor (``"auto"``: the
     paper's rule for ``max_frames``, else ``num_frames``), and check prompts against that context.
+    ``tensor_parallel_size`` / ``pipeline_parallel_size`` (vllm engine): workers for vLLM.
     """
     if video is None and not images:
         raise LlavaNextVideoError("give a --video or at least one --image to ask about")
@@ -125,6 +136,11 @@ def generate(
         raise LlavaNextVideoError(
             "--rope-factor works with --engine hf; for vLLM write the factor into the checkpoint: "
             "llava-next-video convert CKPT OUT --rope-factor F (or --max-frames N --rope-factor auto)"
+        )
+    if engine != "vllm" and (tensor_parallel_size > 1 or pipeline_parallel_size > 1):
+        raise LlavaNextVideoError(
+            "--tensor-parallel-size/--pipeline-parallel-size need --engine vllm "
+            "(the transformers engine runs in one process)"
         )
     _check_checkpoint(model)
     if images:
@@ -145,6 +161,8 @@ def generate(
             max_frames=max_frames,
             max_new_tokens=max_new_tokens,
             dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            pipeline_parallel_size=pipeline_parallel_size,
         )
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
@@ -262,6 +280,8 @@ def _generate_and_print(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         stream=args.engine == "hf",
         rope_factor=args.rope_factor,
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
     )
     if args.engine != "hf":
         print(answer)

@@ -24,6 +24,7 @@ Video data flow (shapes for the 7B: grid 24, stride 2, D 4096)::
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -35,6 +36,7 @@ from torch import nn
 from transformers import BatchFeature
 from vllm.config import VllmConfig
 from vllm.config.multimodal import MultiModalDummyOptions
+from vllm.distributed import get_pp_group
 from vllm.model_executor.layers.activation import get_act_fn
 from vllm.model_executor.layers.linear import ColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.layers.quantization import QuantizationConfig
@@ -48,11 +50,14 @@ from vllm.model_executor.models.interfaces import (
 from vllm.model_executor.models.siglip import SiglipVisionModel
 from vllm.model_executor.models.utils import (
     AutoWeightsLoader,
+    StageMissingLayer,
     WeightsMapper,
     get_layer_index,
     init_vllm_registered_model,
     maybe_prefix,
+    no_init_weights,
 )
+from vllm.model_executor.models.vision import run_dp_sharded_vision_model
 from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.inputs import MultiModalFieldConfig, MultiModalKwargsItems
 from vllm.multimodal.parse import ImageSize, MultiModalDataItems
@@ -449,7 +454,16 @@ class LlavaNextVideoAnyResForConditionalGeneration(
     Weights load from our checkpoints (llava-hf names: ``model.vision_tower.*``,
     ``model.multi_modal_projector.*``, ``model.image_newline``, ``model.language_model.*``,
     ``lm_head.*``). Only the tower layers up to ``vision_feature_layer`` are built.
+
+    Parallelism: under tensor parallelism the tower and projector are split like the language model
+    (``--mm-encoder-tp-mode weights``, the default) or, with ``--mm-encoder-tp-mode data``, the tower
+    is replicated and each rank encodes its share of the frames/crops (gathered before the
+    projector). Under pipeline parallelism only the first stage, which embeds the prompt, builds and
+    loads the tower and projector; later stages hold placeholders and answer vLLM's encoder
+    profiling with zero embeddings of the right shapes.
     """
+
+    supports_encoder_tp_data = True
 
     packed_modules_mapping = {
         "qkv_proj": ["q_proj", "k_proj", "v_proj"],
@@ -489,12 +503,18 @@ class LlavaNextVideoAnyResForConditionalGeneration(
             vocab_size=config.text_config.vocab_size,
             mm_token_ids=[config.image_token_id, config.video_token_id],
         )
+        mm_config = vllm_config.model_config.multimodal_config
+        self.encoder_data_parallel = mm_config is not None and mm_config.mm_encoder_tp_mode == "data"
+        self.runs_vision = get_pp_group().is_first_rank  # the stage that embeds the prompt
         with self._mark_tower_model(vllm_config, {"image", "video"}):
-            self.vision_tower = init_vision_tower(config, quant_config, maybe_prefix(prefix, "vision_tower"))
-            self.multi_modal_projector = LlavaNextVideoAnyResProjector(
-                config, quant_config, maybe_prefix(prefix, "multi_modal_projector")
-            )
-            self.image_newline = nn.Parameter(torch.empty(config.text_config.hidden_size))
+            with self._vision_stage_only():
+                self.vision_tower = init_vision_tower(
+                    config, quant_config, maybe_prefix(prefix, "vision_tower")
+                )
+                self.multi_modal_projector = LlavaNextVideoAnyResProjector(
+                    config, quant_config, maybe_prefix(prefix, "multi_modal_projector")
+                )
+            self.image_newline = nn.Parameter(torch.empty(config.text_config.hidden_size))  # (D,), tiny
         with self._mark_language_model(vllm_config):
             self.language_model = init_vllm_registered_model(
                 vllm_config=vllm_config,
@@ -503,14 +523,43 @@ class LlavaNextVideoAnyResForConditionalGeneration(
             )
         self.make_empty_intermediate_tensors = self.language_model.make_empty_intermediate_tensors
 
+    def _vision_stage_only(self) -> Any:
+        """Build normally on the first pipeline stage; elsewhere on ``meta``, as vLLM placeholders
+        (``StageMissingLayer``: no memory, no weights loaded, an error if ever called)."""
+        if self.runs_vision:
+            return contextlib.nullcontext()
+        return no_init_weights(self, lambda module: StageMissingLayer("vision_tower", module))
+
     # ---- vision -------------------------------------------------------------------------------
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) -> selected tower features (N, L, Dv * layers), CLS kept when the tower has one."""
-        return self.vision_tower(
-            pixel_values.to(self.vision_tower.dtype),
-            select_layers=self.select_layers,
-            feature_select_strategy=None,
-        )
+        """(N, 3, S, S) -> selected tower features (N, L, Dv * layers), CLS kept when the tower has one.
+
+        Under ``--mm-encoder-tp-mode data`` each tensor-parallel rank runs its slice of the N
+        crops/frames and the slices are gathered: (N, L, Dv) on every rank, as with one worker.
+        """
+        pixels = pixel_values.to(self.vision_tower.dtype)
+        if self.encoder_data_parallel:
+            return run_dp_sharded_vision_model(pixels, self._tower)
+        return self._tower(pixels)
+
+    def _tower(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.vision_tower(pixels, select_layers=self.select_layers, feature_select_strategy=None)
+
+    def encode_frames(self, frames: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        """[`VisualTokenLayout.encode_frames`]; zeros of its shape on stages without the tower."""
+        if self.runs_vision:
+            return super().encode_frames(frames, features)
+        dim = self.config.text_config.hidden_size
+        return frames.new_zeros(frames.shape[0], self.tokens_per_frame, dim)
+
+    def embed_images(
+        self, crops: torch.Tensor, image_sizes: list[tuple[int, int]], features: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """[`VisualTokenLayout.embed_images`]; zeros of its shapes on stages without the tower."""
+        if self.runs_vision:
+            return super().embed_images(crops, image_sizes, features)
+        dim = self.config.text_config.hidden_size
+        return [crops.new_zeros(self.config.num_image_tokens(h, w), dim) for h, w in image_sizes]
 
     def embed_videos(self, frames: torch.Tensor, num_frames: Sequence[int]) -> list[torch.Tensor]:
         """One buffer of frames (sum T_i, 3, S, S) + frames per video -> per-video embeddings."""

@@ -25,14 +25,47 @@ def build_messages(prompt: str, *, video: bool, num_images: int) -> list[dict[st
 
 
 def engine_kwargs(**overrides: Any) -> dict[str, Any]:
-    """``vllm.LLM`` arguments for this machine: on the CPU backend, a modest share of host memory."""
+    """``vllm.LLM`` arguments for this machine: on the CPU backend, a modest share of host memory.
+
+    With several CPU workers (tensor/pipeline parallel) and no ``VLLM_CPU_OMP_THREADS_BIND`` set,
+    this also sets that variable to an even split of this process's cores (see
+    [`cpu_thread_binding`]): vLLM's automatic binding wants one NUMA node per worker and refuses to
+    start on a one-node machine.
+    """
     from vllm.platforms import current_platform
 
     kwargs: dict[str, Any] = {}
     if current_platform.is_cpu():
         kwargs["gpu_memory_utilization"] = float(os.environ.get("LLAVA_NEXT_VIDEO_VLLM_MEMORY", "0.3"))
     kwargs.update(overrides)
+    workers = int(kwargs.get("tensor_parallel_size", 1)) * int(kwargs.get("pipeline_parallel_size", 1))
+    if current_platform.is_cpu() and workers > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(workers)
     return kwargs
+
+
+def cpu_thread_binding(workers: int, cores: Sequence[int] | None = None) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` giving each of ``workers`` CPU workers its own cores.
+
+    ``cores`` defaults to the cores this process may run on; they are split into ``workers``
+    contiguous groups as evenly as possible (``"0-3|4-7"``; one core: ``"0|1"``).
+
+    Raises:
+        LlavaNextVideoError: fewer cores than workers (each worker needs at least one).
+    """
+    ids = sorted(cores if cores is not None else os.sched_getaffinity(0))
+    if workers > len(ids):
+        raise LlavaNextVideoError(
+            f"{workers} vLLM CPU workers need at least {workers} cores; this process may use {len(ids)}"
+        )
+    groups, start = [], 0
+    for rank in range(workers):
+        size = len(ids) // workers + (rank < len(ids) % workers)
+        group = ids[start : start + size]
+        start += size
+        contiguous = group == list(range(group[0], group[-1] + 1))
+        groups.append(f"{group[0]}-{group[-1]}" if contiguous and size > 1 else ",".join(map(str, group)))
+    return "|".join(groups)
 
 
 def generate_one(
@@ -46,6 +79,8 @@ def generate_one(
     max_frames: int | None = None,
     max_new_tokens: int = 64,
     dtype: str = "float32",
+    tensor_parallel_size: int = 1,
+    pipeline_parallel_size: int = 1,
 ) -> str:
     """Answer ``prompt`` about ``video`` and/or ``images`` with vLLM (greedy), return the text.
 
@@ -57,6 +92,8 @@ def generate_one(
         images: image paths or URLs.
         max_new_tokens: generation budget.
         dtype: ``float32`` (exact parity with transformers), ``bfloat16`` or ``float16``.
+        tensor_parallel_size, pipeline_parallel_size: vLLM's ``LLM`` arguments (workers that split
+            each layer / the stack of layers); the answer is the same as with one worker.
 
     Raises:
         LlavaNextVideoError: nothing to ask about; ``VideoLoadError`` for unreadable videos;
@@ -106,6 +143,8 @@ def generate_one(
             model=str(model_path),
             dtype=dtype,
             limit_mm_per_prompt={"image": len(images), "video": int(video is not None)},
+            tensor_parallel_size=tensor_parallel_size,
+            pipeline_parallel_size=pipeline_parallel_size,
         )
     )
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
@@ -118,4 +157,4 @@ def generate_one(
     return out.outputs[0].text.strip()
 
 
-__all__ = ["build_messages", "engine_kwargs", "generate_one"]
+__all__ = ["build_messages", "cpu_thread_binding", "engine_kwargs", "generate_one"]

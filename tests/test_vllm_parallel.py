@@ -1,0 +1,127 @@
+"""vLLM with two workers answers like one: tensor parallelism with the tower split by weights (the
+default) or by data (``mm_encoder_tp_mode="data"``), on the CPU build, greedy tokens and their
+log-probabilities equal to our transformers model (which the single-worker engine equals too, see
+``test_vllm_generate.py``). Pipeline and data parallelism take longer and run in ``make test-scale``
+(``test_vllm_scale.py``)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from _parity import assert_same, chat_prompt, hf_reference, make_image, make_video, vllm_generate
+
+from llava_next_video_hf import testing
+from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
+
+pytestmark = pytest.mark.vllm
+
+MAX_NEW_TOKENS = 8
+PROMPTS = [
+    {"prompt": chat_prompt("What is happening in this video?", video=True),
+     "multi_modal_data": {"video": make_video(5, 240, 320, seed=0)}},
+    {"prompt": chat_prompt("What is shown in this image?", images=1),
+     "multi_modal_data": {"image": make_image(300, 500, seed=1)}},
+    {"prompt": chat_prompt("What is shown?", images=1, video=True),
+     "multi_modal_data": {"image": make_image(200, 640, seed=2), "video": make_video(3, 200, 200, seed=3)}},
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return testing.make_tiny_checkpoint(tmp_path_factory.mktemp("tp") / "ckpt", seed=1)
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt):
+    run = hf_reference(ckpt, MAX_NEW_TOKENS)
+    return [run(p) for p in PROMPTS]
+
+
+@pytest.fixture(scope="module", params=["weights", "data"])
+def tp2(request, ckpt):
+    """A 2-worker tensor-parallel engine; each worker bound to its own core(s)."""
+    from vllm import LLM
+
+    settings = {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(2),
+        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",  # apply_model sends a function to the workers
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    engine = LLM(
+        model=str(ckpt),
+        dtype="float32",
+        enforce_eager=True,
+        seed=0,
+        gpu_memory_utilization=0.3,
+        tensor_parallel_size=2,
+        mm_encoder_tp_mode=request.param,
+        limit_mm_per_prompt={"image": 1, "video": 1},
+    )
+    yield request.param, engine
+    engine.llm_engine.engine_core.shutdown()
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def tower_shards(model) -> tuple[int, int, bool]:
+    """Output rows this worker holds of the first tower attention projection and of the projector's
+    first linear (the CPU backend repacks weights, so the layers' own partition sizes), and the mode."""
+    qkv = model.vision_tower.vision_model.encoder.layers[0].self_attn.qkv_proj
+    projector = model.multi_modal_projector.linear_1
+    return qkv.output_size_per_partition, projector.output_size_per_partition, model.encoder_data_parallel
+
+
+def tower_batch_for_three_crops(model) -> tuple[int, tuple[int, ...]]:
+    """Run the vision features of 3 crops on this worker: (crops its tower saw, output shape)."""
+    import torch
+
+    seen = []
+    hook = model.vision_tower.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
+    try:
+        size = model.config.vision_config.image_size
+        with torch.inference_mode():
+            out = model.vision_features(torch.zeros(3, 3, size, size))
+    finally:
+        hook.remove()
+    return sum(seen), tuple(out.shape)
+
+
+def test_two_workers_give_the_single_worker_tokens(tp2, reference):
+    mode, llm = tp2
+    got = vllm_generate(llm, PROMPTS, MAX_NEW_TOKENS)
+    for i, (g, r) in enumerate(zip(got, reference, strict=True)):
+        assert_same(g, r, f"TP=2 ({mode}) prompt {i}")
+
+
+def test_the_tower_is_split_by_weights_or_replicated_for_data(tp2, ckpt):
+    from transformers import AutoConfig
+
+    from llava_next_video_hf.processing import register_auto_classes
+
+    register_auto_classes()
+    config = AutoConfig.from_pretrained(ckpt)
+    full_qkv = 3 * config.vision_config.hidden_size  # q, k and v rows of one layer, unsplit
+    mode, llm = tp2
+    shards = llm.apply_model(tower_shards)
+    assert len(shards) == 2
+    for qkv_rows, projector_rows, data_parallel in shards:
+        assert data_parallel == (mode == "data")
+        assert qkv_rows == (full_qkv if mode == "data" else full_qkv // 2)  # replicated vs split
+        assert projector_rows == config.text_config.hidden_size // 2  # the projector is split in both
+    ran = llm.apply_model(tower_batch_for_three_crops)
+    assert [crops for crops, _ in ran] == ([2, 2] if mode == "data" else [3, 3])  # 3 padded to 2 + 2
+    assert all(shape[0] == 3 for _, shape in ran)  # every worker ends with all 3 crops' features
+
+
+def test_cpu_thread_binding_gives_each_worker_its_own_cores():
+    from llava_next_video_hf.errors import LlavaNextVideoError
+
+    assert cpu_thread_binding(2, [0, 1]) == "0|1"
+    assert cpu_thread_binding(2, range(8)) == "0-3|4-7"
+    assert cpu_thread_binding(3, range(8)) == "0-2|3-5|6-7"
+    assert cpu_thread_binding(2, [0, 2, 4, 6]) == "0,2|4,6"  # not contiguous: listed
+    with pytest.raises(LlavaNextVideoError, match="3 vLLM CPU workers need at least 3 cores"):
+        cpu_thread_binding(3, [0, 1])
