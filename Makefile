@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench wheel test-compat conformance
+.PHONY: setup demo test test-fast test-scale lint bench wheel test-compat conformance
 
 $(STAMP): pyproject.toml Makefile scripts/post_install.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not vllm and not slow"
+
+# several processes: vLLM tensor/pipeline/data parallel, torchrun/accelerate training (also in `make test`)
+test-scale: setup
+	$(BIN)/python -m pytest -q -m scale
 
 # transformers' common model tests (from the installed version's PyPI sdist) on our classes and on
 # transformers' LlavaNextVideo* classes; fails if ours fail what theirs pass. ARGS=... goes to pytest.

@@ -82,3 +82,57 @@ def make_image(height: int, width: int, seed: int) -> Image.Image:
 def chat_prompt(question: str, *, images: int = 0, video: bool = False) -> str:
     media = "<image>\n" * images + ("<video>\n" if video else "")
     return f"{SYSTEM}USER: {media}{question} ASSISTANT:"
+
+
+def mixed_prompts() -> list[dict]:
+    """A video, an AnyRes image, and an image with a video, as ``LLM.generate`` prompts."""
+    return [
+        {"prompt": chat_prompt("What is happening in this video?", video=True),
+         "multi_modal_data": {"video": make_video(5, 240, 320, seed=0)}},
+        {"prompt": chat_prompt("What is shown in this image?", images=1),
+         "multi_modal_data": {"image": make_image(300, 500, seed=1)}},
+        {"prompt": chat_prompt("What is shown?", images=1, video=True),
+         "multi_modal_data": {"image": make_image(200, 640, seed=2), "video": make_video(3, 200, 200, seed=3)}},
+    ]  # fmt: skip
+
+
+def served_reference(ckpt: str | Path, max_new_tokens: int) -> Callable[..., list[int]]:
+    """Our transformers model, greedy, on the prompt ids a server used and the same media
+    (``processor(text=None, videos=..., images=..., num_frames=...)`` keywords)."""
+    from llava_next_video_hf.modeling import LlavaNextVideoAnyResForConditionalGeneration
+    from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor, register_auto_classes
+
+    register_auto_classes()
+    processor = LlavaNextVideoAnyResProcessor.from_pretrained(ckpt)
+    model = LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(ckpt).eval()
+
+    def run(prompt_ids: list[int], **media) -> list[int]:
+        pixels = processor(text=None, return_tensors="pt", **media)
+        ids = torch.tensor([prompt_ids])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, **pixels, max_new_tokens=max_new_tokens, do_sample=False)
+        return out[0, ids.shape[1] :].tolist()
+
+    return run
+
+
+def chat(base: str, model: str, parts: list[dict], max_tokens: int, **extra):
+    """One greedy OpenAI chat request to a server; returns the ``requests`` response."""
+    import requests
+
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": parts}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "return_token_ids": True,
+        **extra,
+    }
+    return requests.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+
+
+def chat_answer(resp) -> tuple[list[int], list[int]]:
+    """(prompt token ids, generated token ids) of a successful chat response."""
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    return body["prompt_token_ids"], body["choices"][0]["token_ids"]

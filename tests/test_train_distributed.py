@@ -18,6 +18,8 @@ from safetensors.torch import load_file
 from llava_next_video_hf import tasks, testing
 from llava_next_video_hf.vllm_plugin.testing import free_port
 
+pytestmark = pytest.mark.scale
+
 OVERRIDES = dict(spatial_pool_stride=6, num_frames=4)
 SAVED = "saved the fine-tuned checkpoint to"
 

@@ -9,22 +9,15 @@ from __future__ import annotations
 import os
 
 import pytest
-from _parity import assert_same, chat_prompt, hf_reference, make_image, make_video, vllm_generate
+from _parity import assert_same, hf_reference, mixed_prompts, vllm_generate
 
 from llava_next_video_hf import testing
 from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.scale]
 
 MAX_NEW_TOKENS = 8
-PROMPTS = [
-    {"prompt": chat_prompt("What is happening in this video?", video=True),
-     "multi_modal_data": {"video": make_video(5, 240, 320, seed=0)}},
-    {"prompt": chat_prompt("What is shown in this image?", images=1),
-     "multi_modal_data": {"image": make_image(300, 500, seed=1)}},
-    {"prompt": chat_prompt("What is shown?", images=1, video=True),
-     "multi_modal_data": {"image": make_image(200, 640, seed=2), "video": make_video(3, 200, 200, seed=3)}},
-]  # fmt: skip
+PROMPTS = mixed_prompts()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ import os
 import numpy as np
 import pytest
 import requests
-import torch
+from _parity import chat as parity_chat
+from _parity import chat_answer, served_reference
 from PIL import Image
 
 from llava_next_video_hf import testing
@@ -55,15 +56,7 @@ def server(files):
 
 
 def chat(base: str, model: str, parts: list[dict], **extra) -> requests.Response:
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": parts}],
-        "max_tokens": MAX_TOKENS,
-        "temperature": 0.0,
-        "return_token_ids": True,
-        **extra,
-    }
-    return requests.post(f"{base}/v1/chat/completions", json=body, timeout=120)
+    return parity_chat(base, model, parts, MAX_TOKENS, **extra)
 
 
 def _video_part(url: str) -> dict:
@@ -73,26 +66,7 @@ def _video_part(url: str) -> dict:
 @pytest.fixture(scope="module")
 def reference(files):
     """Our transformers model, greedy, on a prompt the server tokenized and the same media."""
-    from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor, register_auto_classes
-
-    register_auto_classes()
-    processor = LlavaNextVideoAnyResProcessor.from_pretrained(files["ckpt"])
-    model = LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(files["ckpt"]).eval()
-
-    def run(prompt_ids: list[int], **media) -> list[int]:
-        pixels = processor(text=None, return_tensors="pt", **media)
-        ids = torch.tensor([prompt_ids])
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids, **pixels, max_new_tokens=MAX_TOKENS, do_sample=False)
-        return out[0, ids.shape[1] :].tolist()
-
-    return run
-
-
-def _answer(resp: requests.Response) -> tuple[list[int], list[int]]:
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    return body["prompt_token_ids"], body["choices"][0]["token_ids"]
+    return served_reference(files["ckpt"], MAX_TOKENS)
 
 
 def test_video_base64_mp4_then_image_then_corrupt_then_valid(server, files, reference):
@@ -101,14 +75,14 @@ def test_video_base64_mp4_then_image_then_corrupt_then_valid(server, files, refe
     model = str(files["ckpt"])
     video_url = data_url(files["video"].read_bytes(), "video/mp4")
 
-    prompt, tokens = _answer(chat(server, model, [_video_part(video_url), QUESTION]))
+    prompt, tokens = chat_answer(chat(server, model, [_video_part(video_url), QUESTION]))
     config = LlavaNextVideoAnyResForConditionalGeneration.config_class.from_pretrained(files["ckpt"])
     assert prompt.count(config.video_token_id) == config.num_video_tokens(FRAMES)
     assert tokens == reference(prompt, videos=[str(files["video"])], num_frames=FRAMES)
 
     image_url = data_url(files["image"].read_bytes(), "image/png")
     image_part = {"type": "image_url", "image_url": {"url": image_url}}
-    prompt, tokens = _answer(chat(server, model, [image_part, QUESTION]))
+    prompt, tokens = chat_answer(chat(server, model, [image_part, QUESTION]))
     assert prompt.count(config.image_token_id) == config.num_image_tokens(300, 500)
     assert tokens == reference(prompt, images=[Image.open(io.BytesIO(files["image"].read_bytes()))])
 
@@ -117,13 +91,13 @@ def test_video_base64_mp4_then_image_then_corrupt_then_valid(server, files, refe
     assert resp.status_code == 400, resp.text
     assert "video" in resp.json()["error"]["message"].lower()
 
-    again, tokens_again = _answer(chat(server, model, [_video_part(video_url), QUESTION]))
+    again, tokens_again = chat_answer(chat(server, model, [_video_part(video_url), QUESTION]))
     assert tokens_again == reference(again, videos=[str(files["video"])], num_frames=FRAMES)
 
 
 def test_local_files_only_under_the_allowed_path(server, files):
     model = str(files["ckpt"])
-    prompt, _ = _answer(chat(server, model, [_video_part(files["video"].as_uri()), QUESTION]))
+    prompt, _ = chat_answer(chat(server, model, [_video_part(files["video"].as_uri()), QUESTION]))
     assert len(prompt) > 0
     outside = files["root"] / "outside.mp4"
     outside.write_bytes(files["video"].read_bytes())
@@ -140,7 +114,7 @@ def test_per_request_frame_options(server, files):
     config = LlavaNextVideoAnyResForConditionalGeneration.config_class.from_pretrained(files["ckpt"])
 
     def video_tokens(**extra) -> int:
-        prompt, _ = _answer(chat(server, model, [part, QUESTION], **extra))
+        prompt, _ = chat_answer(chat(server, model, [part, QUESTION], **extra))
         return prompt.count(config.video_token_id)
 
     assert video_tokens(media_io_kwargs={"video": {"num_frames": 5}}) == config.num_video_tokens(5)

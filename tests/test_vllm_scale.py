@@ -1,0 +1,140 @@
+"""Pipeline and data parallelism, and ``generate --engine vllm -tp 2``: two workers answer like one.
+
+CPU build, tiny checkpoints, each worker bound to its own core (``VLLM_CPU_OMP_THREADS_BIND``).
+Pipeline parallelism is compiled: on the CPU backend it fails to start under ``--enforce-eager``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _parity import (
+    assert_same,
+    chat,
+    chat_answer,
+    hf_reference,
+    mixed_prompts,
+    served_reference,
+    vllm_generate,
+)
+from PIL import Image
+
+import llava_next_video_hf
+from llava_next_video_hf import tasks, testing
+from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
+
+pytestmark = [pytest.mark.vllm, pytest.mark.scale]
+
+MAX_NEW_TOKENS = 8
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return testing.make_tiny_checkpoint(tmp_path_factory.mktemp("scale") / "ckpt", seed=1)
+
+
+@pytest.fixture
+def two_workers_env():
+    settings = {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(2),
+        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",  # apply_model sends a function to the workers
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    yield settings
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def vision_stage(model) -> tuple[bool, str, int]:
+    """(this stage runs the tower, the tower's class, tower + projector parameters on this worker)."""
+    params = sum(p.numel() for m in (model.vision_tower, model.multi_modal_projector) for p in m.parameters())
+    return model.runs_vision, type(model.vision_tower).__name__, params
+
+
+def test_pipeline_parallel_2_gives_the_single_worker_tokens_and_builds_the_tower_once(ckpt, two_workers_env):
+    from vllm import LLM
+
+    prompts = mixed_prompts()
+    run = hf_reference(ckpt, MAX_NEW_TOKENS)
+    reference = [run(p) for p in prompts]
+    llm = LLM(
+        model=str(ckpt),
+        dtype="float32",
+        seed=0,
+        gpu_memory_utilization=0.3,
+        pipeline_parallel_size=2,
+        limit_mm_per_prompt={"image": 1, "video": 1},
+    )
+    try:
+        got = vllm_generate(llm, prompts, MAX_NEW_TOKENS)
+        stages = llm.apply_model(vision_stage)
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+    for i, (g, r) in enumerate(zip(got, reference, strict=True)):
+        assert_same(g, r, f"PP=2 prompt {i}")
+    (first, first_cls, first_params), (second, second_cls, second_params) = stages
+    assert first and first_cls in ("CLIPVisionModel", "SiglipVisionModel") and first_params > 0
+    assert not second and second_cls == "StageMissingLayer" and second_params == 0
+
+
+def test_data_parallel_2_server_answers_concurrent_chats_like_transformers(ckpt, two_workers_env, tmp_path):
+    from llava_next_video_hf.vllm_plugin.testing import data_url, serve
+
+    video = testing.make_video(tmp_path / "clip.mp4", num_frames=30, fps=10, width=320, height=240, seed=3)
+    image = tmp_path / "image.png"
+    Image.fromarray((np.random.RandomState(4).rand(300, 500, 3) * 255).astype(np.uint8)).save(image)
+    video_part = {"type": "video_url", "video_url": {"url": data_url(video.read_bytes(), "video/mp4")}}
+    image_part = {"type": "image_url", "image_url": {"url": data_url(image.read_bytes(), "image/png")}}
+    questions = [
+        "What is happening in this video?",
+        "What colour is it?",
+        "Where does it go?",
+        "Describe it.",
+    ]
+    requests_ = [
+        ([video_part if i % 2 == 0 else image_part, {"type": "text", "text": q}], i % 2 == 0)
+        for i, q in enumerate(questions)
+    ]
+    args = [
+        "--dtype", "float32", "--enforce-eager", "--gpu-memory-utilization", "0.3",
+        "--data-parallel-size", "2",
+        "--media-io-kwargs", json.dumps({"video": {"num_frames": FRAMES}}),
+    ]  # fmt: skip
+    with serve(ckpt, *args, env=two_workers_env, log_path=tmp_path / "server.log") as base:
+        with ThreadPoolExecutor(len(requests_)) as pool:
+            answers = list(
+                pool.map(lambda r: chat_answer(chat(base, str(ckpt), r[0], MAX_NEW_TOKENS)), requests_)
+            )
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "EngineCore_DP1" in log, "a second data-parallel engine ran"
+    reference = served_reference(ckpt, MAX_NEW_TOKENS)
+    for (prompt_ids, tokens), (_, is_video) in zip(answers, requests_, strict=True):
+        media = (
+            {"videos": [str(video)], "num_frames": FRAMES}
+            if is_video
+            else {"images": [Image.open(io.BytesIO(image.read_bytes()))]}
+        )
+        assert tokens == reference(prompt_ids, **media)
+
+
+def test_generate_cli_with_two_tensor_parallel_workers_answers_the_demo_question(tmp_path):
+    shipped = Path(llava_next_video_hf.__file__).parent / "assets" / "tiny-video-qa"
+    example = tasks.sample_example(np.random.default_rng(3), "colour")
+    clip = tasks.write_mp4(example.frames(tasks.file_frames(3)), tmp_path / "clip.mp4")
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_OMP_THREADS_BIND"}  # the CLI sets it
+    cmd = [sys.executable, "-m", "llava_next_video_hf.cli", "generate", str(shipped), "--engine", "vllm",
+           "-tp", "2", "--video", str(clip), "--prompt", example.question, "--max-new-tokens", "8"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == example.answer
