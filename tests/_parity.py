@@ -3,8 +3,10 @@ our transformers model's greedy tokens with their log-probabilities, and the com
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +138,26 @@ def chat_answer(resp) -> tuple[list[int], list[int]]:
     assert resp.status_code == 200, resp.text
     body = resp.json()
     return body["prompt_token_ids"], body["choices"][0]["token_ids"]
+
+
+@contextlib.contextmanager
+def two_cpu_workers_env() -> Iterator[dict[str, str]]:
+    """Environment for a 2-worker vLLM engine on the CPU build, restored on exit: each worker bound
+    to its own core(s), a small KV cache, and ``apply_model`` allowed to send functions to workers."""
+    from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
+
+    settings = {
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(2),
+        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
+    }
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield settings
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

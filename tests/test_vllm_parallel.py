@@ -6,10 +6,8 @@ log-probabilities equal to our transformers model (which the single-worker engin
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from _parity import assert_same, hf_reference, mixed_prompts, vllm_generate
+from _parity import assert_same, hf_reference, mixed_prompts, two_cpu_workers_env, vllm_generate
 
 from llava_next_video_hf import testing
 from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
@@ -36,27 +34,19 @@ def tp2(request, ckpt):
     """A 2-worker tensor-parallel engine; each worker bound to its own core(s)."""
     from vllm import LLM
 
-    settings = {
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(2),
-        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",  # apply_model sends a function to the workers
-    }
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    engine = LLM(
-        model=str(ckpt),
-        dtype="float32",
-        enforce_eager=True,
-        seed=0,
-        gpu_memory_utilization=0.3,
-        tensor_parallel_size=2,
-        mm_encoder_tp_mode=request.param,
-        limit_mm_per_prompt={"image": 1, "video": 1},
-    )
-    yield request.param, engine
-    engine.llm_engine.engine_core.shutdown()
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with two_cpu_workers_env():
+        engine = LLM(
+            model=str(ckpt),
+            dtype="float32",
+            enforce_eager=True,
+            seed=0,
+            gpu_memory_utilization=0.3,
+            tensor_parallel_size=2,
+            mm_encoder_tp_mode=request.param,
+            limit_mm_per_prompt={"image": 1, "video": 1},
+        )
+        yield request.param, engine
+        engine.llm_engine.engine_core.shutdown()
 
 
 def tower_shards(model) -> tuple[int, int, bool]:

@@ -23,13 +23,13 @@ from _parity import (
     hf_reference,
     mixed_prompts,
     served_reference,
+    two_cpu_workers_env,
     vllm_generate,
 )
 from PIL import Image
 
 import llava_next_video_hf
 from llava_next_video_hf import tasks, testing
-from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
 
 pytestmark = [pytest.mark.vllm, pytest.mark.scale]
 
@@ -44,16 +44,8 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture
 def two_workers_env():
-    settings = {
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": cpu_thread_binding(2),
-        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",  # apply_model sends a function to the workers
-    }
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    yield settings
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with two_cpu_workers_env() as settings:
+        yield settings
 
 
 def vision_stage(model) -> tuple[bool, str, int]:
