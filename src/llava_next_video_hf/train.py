@@ -21,7 +21,9 @@ Command line: ``llava-next-video train {sft,dpo} --model CKPT --data FILE.jsonl 
 (``--help`` lists the options). ``DIR`` receives Trainer checkpoints (``checkpoint-*``; ``--resume``
 continues from the last one) and, at the end, a complete checkpoint (LoRA merged into the weights)
 with its processor, ready for ``llava-next-video generate DIR``; with LoRA the adapter alone is
-also saved in ``DIR/adapter``.
+also saved in ``DIR/adapter``. The same command runs under ``torchrun --nproc_per_node N -m
+llava_next_video_hf.cli train ...`` or ``accelerate launch``: one DDP group (gloo on CPU), each rank a
+share of every global batch, and only the main process writes (see [`run_training`]).
 
 JSONL format (one JSON object per line; relative paths are resolved against the JSONL file's folder):
 
