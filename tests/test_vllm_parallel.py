@@ -72,6 +72,23 @@ def tower_batch_for_three_crops(model) -> tuple[int, tuple[int, ...]]:
     return sum(seen), tuple(out.shape)
 
 
+def local_vs_shared_encoding(model) -> float:
+    """Under ``data`` mode each rank encodes its own clip through the encoder CUDA-graph entry point
+    (vLLM's graph manager gives ranks different videos there), compared with the same clip encoded
+    by all ranks together; under ``weights`` all ranks take the same clip. Max abs difference."""
+    import torch
+    from vllm.distributed import get_tensor_model_parallel_rank
+
+    size = model.config.vision_config.image_size
+    generator = torch.Generator().manual_seed(0)
+    clips = [torch.randn(3, 3, size, size, generator=generator) for _ in range(2)]  # same on both ranks
+    rank = get_tensor_model_parallel_rank() if model.encoder_data_parallel else 0
+    with torch.inference_mode():
+        local = model.encoder_eager_forward({"pixel_values_videos": clips[rank]})
+        together = [model.encode_frames(clip).flatten(0, 1) for clip in clips]
+    return (local - together[rank]).abs().max().item()
+
+
 def test_two_workers_give_the_single_worker_tokens(tp2, reference):
     mode, llm = tp2
     got = vllm_generate(llm, PROMPTS, MAX_NEW_TOKENS)
@@ -93,10 +110,11 @@ def test_the_tower_is_split_by_weights_or_replicated_for_data(tp2, ckpt):
     for qkv_rows, projector_rows, data_parallel in shards:
         assert data_parallel == (mode == "data")
         assert qkv_rows == (full_qkv if mode == "data" else full_qkv // 2)  # replicated vs split
-        assert projector_rows == config.text_config.hidden_size // 2  # the projector is split in both
+        assert projector_rows == config.text_config.hidden_size // (1 if mode == "data" else 2)
     ran = llm.apply_model(tower_batch_for_three_crops)
     assert [crops for crops, _ in ran] == ([2, 2] if mode == "data" else [3, 3])  # 3 padded to 2 + 2
     assert all(shape[0] == 3 for _, shape in ran)  # every worker ends with all 3 crops' features
+    assert max(llm.apply_model(local_vs_shared_encoding)) < 1e-5  # per-rank inputs stay per rank
 
 
 def test_cpu_thread_binding_gives_each_worker_its_own_cores():

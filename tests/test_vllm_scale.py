@@ -103,7 +103,9 @@ def test_data_parallel_2_server_answers_concurrent_chats_like_transformers(ckpt,
         "--data-parallel-size", "2",
         "--media-io-kwargs", json.dumps({"video": {"num_frames": FRAMES}}),
     ]  # fmt: skip
-    with serve(ckpt, *args, env=two_workers_env, log_path=tmp_path / "server.log") as base:
+    # INFO logs name each engine (EngineCore_DP0/DP1); other tests may have lowered the level in os.environ
+    env = {**two_workers_env, "VLLM_LOGGING_LEVEL": "INFO", "VLLM_CONFIGURE_LOGGING": "1"}
+    with serve(ckpt, *args, env=env, log_path=tmp_path / "server.log") as base:
         with ThreadPoolExecutor(len(requests_)) as pool:
             answers = list(
                 pool.map(lambda r: chat_answer(chat(base, str(ckpt), r[0], MAX_NEW_TOKENS)), requests_)

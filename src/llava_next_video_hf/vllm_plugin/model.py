@@ -415,21 +415,31 @@ def init_vision_tower(
 
 
 class LlavaNextVideoAnyResProjector(nn.Module):
-    """Linear-act-Linear, tensor-parallel (column then row), names ``linear_1``/``linear_2`` as in HF."""
+    """Linear-act-Linear, names ``linear_1``/``linear_2`` as in HF: tensor-parallel (column then row),
+    or replicated with ``disable_tp`` (``--mm-encoder-tp-mode data``: each rank projects its own items)."""
 
     def __init__(
-        self, config: LlavaNextVideoAnyResConfig, quant_config: QuantizationConfig | None, prefix: str
+        self,
+        config: LlavaNextVideoAnyResConfig,
+        quant_config: QuantizationConfig | None,
+        prefix: str,
+        disable_tp: bool = False,
     ):
         super().__init__()
         layers = config.vision_feature_layer
         in_dim = config.vision_config.hidden_size * (1 if isinstance(layers, int) else len(layers))
         dim, bias = config.text_config.hidden_size, config.multimodal_projector_bias
         self.linear_1 = ColumnParallelLinear(
-            in_dim, dim, bias=bias, quant_config=quant_config, prefix=f"{prefix}.linear_1"
+            in_dim,
+            dim,
+            bias=bias,
+            quant_config=quant_config,
+            prefix=f"{prefix}.linear_1",
+            disable_tp=disable_tp,
         )
         self.act = get_act_fn(config.projector_hidden_act)
         self.linear_2 = RowParallelLinear(
-            dim, dim, bias=bias, quant_config=quant_config, prefix=f"{prefix}.linear_2"
+            dim, dim, bias=bias, quant_config=quant_config, prefix=f"{prefix}.linear_2", disable_tp=disable_tp
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -456,9 +466,9 @@ class LlavaNextVideoAnyResForConditionalGeneration(
     ``lm_head.*``). Only the tower layers up to ``vision_feature_layer`` are built.
 
     Parallelism: under tensor parallelism the tower and projector are split like the language model
-    (``--mm-encoder-tp-mode weights``, the default) or, with ``--mm-encoder-tp-mode data``, the tower
-    is replicated and each rank encodes its share of the frames/crops (gathered before the
-    projector). Under pipeline parallelism only the first stage, which embeds the prompt, builds and
+    (``--mm-encoder-tp-mode weights``, the default) or, with ``--mm-encoder-tp-mode data``, both are
+    replicated and each rank runs the tower on its share of the frames/crops (gathered before the
+    projector); vLLM's encoder CUDA-graph manager then hands each rank its own videos. Under pipeline parallelism only the first stage, which embeds the prompt, builds and
     loads the tower and projector; later stages hold placeholders and answer vLLM's encoder
     profiling with zero embeddings of the right shapes.
     """
@@ -512,7 +522,10 @@ class LlavaNextVideoAnyResForConditionalGeneration(
                     config, quant_config, maybe_prefix(prefix, "vision_tower")
                 )
                 self.multi_modal_projector = LlavaNextVideoAnyResProjector(
-                    config, quant_config, maybe_prefix(prefix, "multi_modal_projector")
+                    config,
+                    quant_config,
+                    maybe_prefix(prefix, "multi_modal_projector"),
+                    disable_tp=self.encoder_data_parallel,
                 )
             self.image_newline = nn.Parameter(torch.empty(config.text_config.hidden_size))  # (D,), tiny
         with self._mark_language_model(vllm_config):
@@ -680,10 +693,18 @@ class LlavaNextVideoAnyResForConditionalGeneration(
         self, inputs: dict[str, torch.Tensor], path: str = "default"
     ) -> torch.Tensor:
         """The captured path: frames buffer (F, 3, S, S) -> (F * tokens_per_frame, D)."""
-        return self.encode_frames(inputs["pixel_values_videos"]).flatten(0, 1)
+        return self._encode_local_frames(inputs["pixel_values_videos"])
 
     def encoder_eager_forward(self, mm_kwargs: dict[str, Any], path: str = "default") -> torch.Tensor:
-        return self.encode_frames(_frames_buffer(mm_kwargs["pixel_values_videos"])).flatten(0, 1)
+        return self._encode_local_frames(_frames_buffer(mm_kwargs["pixel_values_videos"]))
+
+    def _encode_local_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(F, 3, S, S) -> (F * tokens_per_frame, D) with this rank's tower only: under
+        ``--mm-encoder-tp-mode data`` vLLM's encoder CUDA-graph manager already gives each rank its
+        own videos and gathers the outputs, so splitting the frames again across ranks would mix
+        different ranks' inputs."""
+        features = self._tower(frames.to(self.vision_tower.dtype)) if self.runs_vision else None
+        return self.encode_frames(frames, features).flatten(0, 1)
 
     def postprocess_encoder_output(
         self,
