@@ -21,8 +21,9 @@ from .card import (
     card_problems,
     reported_results,
 )
+from .check import check_folder
 from .export import export_for_hub, plan_copy
-from .folder import HubFolderError, check_folder
+from .folder import HubFolderError
 from .publish import PublishError, PublishPlan, plan_publish, publish
 from .remote_code import RemoteCodeError, generate_remote_code
 

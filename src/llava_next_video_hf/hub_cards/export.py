@@ -26,7 +26,8 @@ from typing import Any
 
 from .. import output_dir
 from . import remote_code as _remote
-from .folder import MODEL_TYPE, PICKLE_SUFFIXES, HubFolderError, check_folder
+from .check import check_folder
+from .folder import MODEL_TYPE, PICKLE_SUFFIXES, HubFolderError
 
 # files of a checkpoint that are carried into the export, by exact name or prefix/suffix
 COPIED_NAMES = frozenset(

@@ -1,9 +1,6 @@
-"""What a Hub-ready folder must hold, checked without the network (before any upload).
-
-[`check_folder`] returns the files that would be uploaded with their sizes, or raises
-[`HubFolderError`] listing *every* problem found: missing config/weights/shards/processor/tokenizer
-files, unreadable safetensors headers, pickled weights, unexpected code files, ``auto_map`` entries
-that point to missing modules or classes, and a README.md whose metadata fails [`validate_card`].
+"""The files of a Hub folder, read without the network: the upload list, safetensors headers,
+parameter counts, code files and ``auto_map`` references. [`check.check_folder`] turns them (and
+the model card's checks) into one verdict before any upload.
 """
 
 from __future__ import annotations
@@ -59,7 +56,7 @@ def list_files(folder: str | Path) -> list[FileEntry]:
     return entries
 
 
-def _read_json(path: Path, problems: list[str]) -> dict | None:
+def read_json(path: Path, problems: list[str]) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -92,7 +89,7 @@ def weight_files(folder: Path, problems: list[str]) -> list[Path]:
     """The safetensors files of the checkpoint (single file, or every shard of the index)."""
     index = folder / WEIGHTS_INDEX_NAME
     if index.is_file():
-        data = _read_json(index, problems) or {}
+        data = read_json(index, problems) or {}
         shards = sorted(set((data.get("weight_map") or {}).values()))
         if not shards:
             problems.append(f"{WEIGHTS_INDEX_NAME}: has no weight_map")
@@ -146,7 +143,7 @@ def check_code(folder: Path, problems: list[str]) -> None:
     referenced: set[str] = set()
     for name in AUTO_MAP_FILES:
         path = folder / name
-        data = _read_json(path, []) if path.is_file() else None
+        data = read_json(path, []) if path.is_file() else None
         for ref in _auto_map_refs(data or {}):
             if "--" in ref:
                 problems.append(f"{name}: auto_map entry {ref!r} points to another repository")
@@ -177,62 +174,9 @@ def check_code(folder: Path, problems: list[str]) -> None:
         )
 
 
-def check_folder(folder: str | Path) -> list[FileEntry]:
-    """Check that ``folder`` is a complete, loadable, publishable checkpoint of this format.
-
-    Returns:
-        The files an upload would send, sorted by path.
-
-    Raises:
-        HubFolderError: listing every problem found (nothing is uploaded when this raises).
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise HubFolderError(f"{folder} is not a folder")
-    problems: list[str] = []
-    config = _read_json(folder / "config.json", problems) if (folder / "config.json").is_file() else None
-    if config is None and not (folder / "config.json").is_file():
-        problems.append("config.json is missing")
-    elif config is not None and config.get("model_type") != MODEL_TYPE:
-        problems.append(
-            f"config.json: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r} "
-            "(convert the checkpoint first: `llava-next-video convert`)"
-        )
-    for path in weight_files(folder, problems):
-        try:
-            safetensors_header(path)
-        except (OSError, ValueError, KeyError) as error:
-            problems.append(f"{path.name}: not a readable safetensors file ({error})")
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    if pickles:
-        problems.append(f"pickle file(s) {', '.join(pickles)}: only safetensors are published")
-    if not any((folder / name).is_file() for name in PROCESSOR_FILES):
-        problems.append(f"no processor config: expected {' or '.join(PROCESSOR_FILES)}")
-    if not (folder / "tokenizer_config.json").is_file():
-        problems.append("tokenizer_config.json is missing")
-    if not any((folder / name).is_file() for name in TOKENIZER_MODEL_FILES):
-        problems.append(f"no tokenizer model: expected one of {', '.join(TOKENIZER_MODEL_FILES)}")
-    check_code(folder, problems)
-    readme = folder / "README.md"
-    if not readme.is_file():
-        problems.append("README.md (the model card) is missing: `llava-next-video export` writes one")
-    else:
-        from .card import card_problems
-
-        problems.extend(f"README.md: {p}" for p in card_problems(readme.read_text(encoding="utf-8")))
-    problems = list(dict.fromkeys(problems))
-    if problems:
-        raise HubFolderError(
-            f"{folder} is not ready for the Hub ({len(problems)} problem(s)):\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
-    return list_files(folder)
-
-
 __all__ = [
     "FileEntry",
     "HubFolderError",
-    "check_folder",
     "count_parameters",
     "list_files",
     "safetensors_header",

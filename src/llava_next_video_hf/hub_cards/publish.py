@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LlavaNextVideoError
-from .folder import FileEntry, check_folder
+from .check import check_folder
+from .folder import FileEntry
 
 DEFAULT_REVISION = "main"
 
