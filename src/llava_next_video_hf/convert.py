@@ -1,6 +1,6 @@
 """Checkpoint conversion: llava-hf (video and image) and original lmms-lab LLaVA-NeXT checkpoints -> ours.
 
-Layouts (DESIGN.md, "Checkpoint formats"):
+Layouts:
 
 * ``llava-hf``: transformers' ``LlavaNextVideoForConditionalGeneration`` (legacy names
   ``language_model.model.*``/``vision_tower.*``/``multi_modal_projector.*``/``image_newline`` or the

@@ -1,6 +1,6 @@
 """LLaVA-NeXT-Video with AnyRes images, frame-as-tile video, pooling, newline policies and scaled RoPE.
 
-Data flow for a video (DESIGN.md):
+Data flow for a video (docs/ARCHITECTURE.md):
 frames (N, 3, 336, 336) -> vision tower -> hidden_states[vision_feature_layer] -> drop CLS
 -> (N, 576, Dv) -> spatial pool before/after the projector -> (N, side*side, D) -> newline policy
 -> scattered into the text embeddings at the ``<video>`` tokens -> language model (linear RoPE).

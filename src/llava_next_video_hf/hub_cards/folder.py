@@ -19,7 +19,7 @@ WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 TOKENIZER_MODEL_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-# auto_map holders, in the order AutoProcessor reads them (DESIGN.md "Hub publishing facts")
+# auto_map holders, in the order AutoProcessor reads them
 AUTO_MAP_FILES = (
     "processor_config.json",
     "preprocessor_config.json",
