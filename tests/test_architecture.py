@@ -24,16 +24,10 @@ LAYERS: dict[int, tuple[str, ...]] = {
 
 #: (importer, imported) pairs that break the rules today; each names the planned fix
 KNOWN_UPWARD = {
-    # config translation of llava-hf folders at load time lives in the converter: moves to compat
-    ("configuration", "convert"),
-    # load-time key mapping registered from the converter: moves to compat
-    ("_registration", "convert"),
     # remote code is built from the package's own modules (AST surgery): goes with register_for_auto_class
     ("hub_cards.remote_code", ""),
 }
-KNOWN_CIRCLES = {
-    frozenset({"configuration", "convert", "modeling", "processing"}),  # configuration -> convert
-}
+KNOWN_CIRCLES: set[frozenset[str]] = set()
 
 
 def module_name(path: Path) -> str:

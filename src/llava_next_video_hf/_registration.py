@@ -45,8 +45,8 @@ def register() -> None:
         try:
             from transformers import AutoConfig
 
+            from .compat import register as register_compat
             from .configuration import LlavaNextVideoAnyResConfig
-            from .convert import register_key_mapping
             from .modeling import register_auto_classes as register_models
             from .processing import register_auto_classes as register_processors
 
@@ -55,7 +55,7 @@ def register() -> None:
             )
             register_models()
             register_processors()
-            register_key_mapping()  # from_pretrained reads llava-hf weight names (legacy and current layouts)
+            register_compat()  # from_pretrained reads llava-hf configs and weight names (legacy and current)
             _registered = True
         finally:
             _registering = False

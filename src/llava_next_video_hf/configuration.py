@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
@@ -12,6 +13,11 @@ from transformers.models.auto import CONFIG_MAPPING
 from . import rope
 
 DEFAULT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+#: ``model_type`` of another family's config.json -> ``reader(config_dict, path) -> our config dict``,
+#: used by ``get_config_dict``. Filled by ``compat.register()`` (the layer above, run when the package
+#: registers with transformers) for llava-hf's ``llava_next_video`` and ``llava_next``.
+FOREIGN_CONFIG_READERS: dict[str, Callable[[dict, Any], dict]] = {}
 
 
 @strict
@@ -127,10 +133,9 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         """Read config.json; a llava-hf (``llava_next_video``/``llava_next``) config is translated to ours
         (with a warning that it was derived), so ``from_pretrained(<llava-hf folder>)`` just works."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if config_dict.get("model_type") in ("llava_next_video", "llava_next"):
-            from .convert import config_dict_from_llava_hf
-
-            config_dict = config_dict_from_llava_hf(config_dict, pretrained_model_name_or_path)
+        reader = FOREIGN_CONFIG_READERS.get(config_dict.get("model_type"))
+        if reader is not None:
+            config_dict = reader(config_dict, pretrained_model_name_or_path)
         return config_dict, kwargs
 
     @classmethod

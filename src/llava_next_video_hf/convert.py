@@ -31,15 +31,13 @@ the mean of the existing rows (the placeholders' embeddings are overwritten by v
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import re
 import struct
 import sys
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,38 +46,31 @@ import torch
 
 from . import output_dir, rope
 from .chat_templates import TEMPLATES
-from .configuration import DEFAULT_GRID_PINPOINTS, LlavaNextVideoAnyResConfig
+from .compat import (
+    LLAVA_HF_RULES,
+    LMMS_LAB_TEXT,
+    Rule,
+    Settings,
+    build_config,
+    config_from_llava_hf,
+    config_from_lmms_lab,
+    derived_config,
+    load_tokenizer,
+    name_list,
+    quiet_transformers,
+    register_key_mapping,
+)
+from .configuration import LlavaNextVideoAnyResConfig
 from .errors import ConversionError
 
 LAYOUTS = ("llava-hf", "llava-hf-image", "lmms-lab", "ours")
 TARGETS = ("ours", "llava-hf")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ARCHITECTURE = "LlavaNextVideoAnyResForConditionalGeneration"
 
-#: the paper's zero-shot video settings for image checkpoints (and lmms-lab configs that state none)
-PAPER_VIDEO_SETTINGS = {
-    "spatial_pool_stride": 2,
-    "spatial_pool_mode": "average",
-    "spatial_pool_position": "before_projector",
-    "video_newline_position": "no_token",
-}
 
 # ============================================================================ tensor names
 
-Rule = tuple[str, str]  # (regex on the source name, replacement)
 
-_LLAVA_HF_RULES: list[Rule] = [
-    (r"^language_model\.lm_head\.", "lm_head."),
-    (r"^language_model\.model\.", "model.language_model."),
-    (r"^vision_tower\.(?:vision_model\.)?", "model.vision_tower."),
-    (r"^model\.vision_tower\.vision_model\.", "model.vision_tower."),
-    (r"^multi_modal_projector\.", "model.multi_modal_projector."),
-    (r"^image_newline$", "model.image_newline"),
-    (
-        r"^(model\.(?:language_model|vision_tower|multi_modal_projector)\.|model\.image_newline$|lm_head\.)",
-        r"\1",
-    ),
-]
 _LMMS_LAB_RULES: list[Rule] = [
     (r"^model\.vision_tower\.vision_tower\.vision_model\.", "model.vision_tower."),
     (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
@@ -90,8 +81,8 @@ _LMMS_LAB_RULES: list[Rule] = [
 ]
 _OURS_RULES: list[Rule] = [(r"^(model\.|lm_head\.)", r"\1")]
 RULES = {
-    "llava-hf": _LLAVA_HF_RULES,
-    "llava-hf-image": _LLAVA_HF_RULES,
+    "llava-hf": LLAVA_HF_RULES,
+    "llava-hf-image": LLAVA_HF_RULES,
     "lmms-lab": _LMMS_LAB_RULES,
     "ours": _OURS_RULES,
 }
@@ -114,12 +105,6 @@ def map_name(name: str, rules: list[Rule]) -> str | None:
         if hits:
             return renamed
     return None
-
-
-def _names(items: Any, limit: int = 20) -> str:
-    items = sorted(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
 
 
 # ============================================================================ reading tensors
@@ -340,451 +325,10 @@ def write_shards(
 # ============================================================================ RoPE
 
 
-def _rope_type(params: dict) -> str | None:
-    return params.get("rope_type", params.get("type"))
-
-
-def linear_rope_factor(*configs: dict | None) -> float | None:
-    """The linear RoPE factor a (text) config dict carries, wherever it is: ``rope_parameters``,
-    ``rope_scaling`` (original configs) or top-level ``type``/``factor`` keys (what transformers'
-    LLaVA-NeXT-Video conversion script writes, and transformers then ignores). None if there is none."""
-    for cfg in configs:
-        if not cfg:
-            continue
-        for key in ("rope_parameters", "rope_scaling"):
-            params = cfg.get(key)
-            if isinstance(params, dict) and _rope_type(params) == "linear" and "factor" in params:
-                return float(params["factor"])
-        if _rope_type(cfg) == "linear" and "factor" in cfg:
-            return float(cfg["factor"])
-    return None
-
-
-def _normalize_text_rope(text: dict) -> tuple[dict, float | None, int | None]:
-    """Take a linear factor out of a text config dict (our config re-applies it by the rule).
-
-    Returns (text config without the factor, factor or None, the context the LLM was trained with).
-    Other RoPE scalings (dynamic, yarn, llama3, ...) stay in the text config as they are.
-    """
-    text = dict(text)
-    factor = linear_rope_factor(text)
-    params = text.get("rope_parameters") or text.get("rope_scaling") or {}
-    original = params.get("original_max_position_embeddings") or text.get("max_position_embeddings")
-    if _rope_type(text) == "linear":  # stray top-level keys
-        for key in ("type", "rope_type", "factor"):
-            text.pop(key, None)
-    if factor is not None:
-        theta = params.get("rope_theta", text.get("rope_theta"))
-        for key in ("rope_scaling", "rope_theta"):
-            text.pop(key, None)
-        text["rope_parameters"] = {"rope_type": "default", **({"rope_theta": theta} if theta else {})}
-        if factor == 1.0:
-            factor = None
-    return text, factor, int(original) if original else None
-
-
-@dataclass
-class Settings:
-    """What the user asked for on top of the checkpoint's own settings (None = keep)."""
-
-    max_frames: int | None = None
-    rope_factor: float | str | None = None
-    num_frames: int | None = None
-    spatial_pool_stride: int | None = None
-    spatial_pool_mode: str | None = None
-    spatial_pool_position: str | None = None
-    video_newline_position: str | None = None
-    chat_template: str | None = None
-    vision_config: str | None = None
-    dtype: str = "auto"
-
-    def video(self) -> dict:
-        keys = ("spatial_pool_stride", "spatial_pool_mode", "spatial_pool_position", "video_newline_position")
-        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
-
-    def rope(self, source_factor: float | None, original: int | None) -> dict:
-        """Config fields for the RoPE request: flags win over the factor found in the checkpoint."""
-        fields: dict[str, Any] = {"original_max_position_embeddings": original}
-        if self.num_frames is not None:
-            fields["num_frames"] = self.num_frames
-        if self.max_frames is not None:
-            fields.update(max_frames=self.max_frames, rope_scaling_factor="auto")
-        elif self.rope_factor is not None:
-            fields["rope_scaling_factor"] = self.rope_factor
-        elif source_factor is not None:
-            fields["rope_scaling_factor"] = source_factor
-        return fields
-
-
 # ============================================================================ configs
 
 
-def _build_config(text: dict | None, vision: dict | None, fields: dict) -> LlavaNextVideoAnyResConfig:
-    try:
-        config = LlavaNextVideoAnyResConfig(text_config=text, vision_config=vision, **fields)
-    except (ValueError, TypeError, KeyError) as err:
-        raise ConversionError(f"the derived configuration is invalid: {err}") from err
-    config.architectures = [ARCHITECTURE]
-    return config
-
-
-def config_from_llava_hf(
-    config_dict: dict, *, video_token_id: int | None = None, settings: Settings | None = None
-) -> LlavaNextVideoAnyResConfig:
-    """Our config for a llava-hf ``LlavaNextVideo`` or ``LlavaNext`` (image) ``config.json`` dict.
-
-    Video checkpoints keep their pooling (before the projector, as transformers computes it); image
-    checkpoints get the paper's zero-shot video settings and need ``video_token_id`` (their tokenizer
-    has no ``<video>``). A linear RoPE factor is carried wherever the text config holds it.
-    """
-    settings = settings or Settings()
-    kind = config_dict.get("model_type")
-    if kind == "llava_next_video":
-        video = {
-            "spatial_pool_stride": config_dict.get("spatial_pool_stride", 2),
-            "spatial_pool_mode": config_dict.get("spatial_pool_mode", "average"),
-            "spatial_pool_position": "before_projector",
-            "video_newline_position": "no_token",
-        }
-        video_token_id = config_dict.get("video_token_index", config_dict.get("video_token_id"))
-    elif kind == "llava_next":
-        video = dict(PAPER_VIDEO_SETTINGS)
-        if video_token_id is None:
-            raise ConversionError(
-                "this LLaVA-NeXT image checkpoint has no <video> token: convert it with "
-                "`llava-next-video convert --from llava-hf-image SRC DST`, which adds one"
-            )
-    else:
-        raise ConversionError(
-            f"not a llava-hf config: model_type {kind!r} (expected llava_next_video or llava_next)"
-        )
-    text, factor, original = _normalize_text_rope(config_dict.get("text_config") or {})
-    fields = {
-        "image_token_id": config_dict.get("image_token_index", config_dict.get("image_token_id", 32000)),
-        "video_token_id": video_token_id,
-        "tie_word_embeddings": config_dict.get("tie_word_embeddings", False),
-        **{k: config_dict[k] for k in _SHARED_FIELDS if k in config_dict},
-        **video,
-        **settings.video(),
-        **settings.rope(factor, original),
-    }
-    return _build_config(text or None, config_dict.get("vision_config"), fields)
-
-
-_SHARED_FIELDS = (  # fields of LlavaNextVideoConfig/LlavaNextConfig that mean the same in ours
-    "projector_hidden_act",
-    "multimodal_projector_bias",
-    "vision_feature_select_strategy",
-    "vision_feature_layer",
-    "image_grid_pinpoints",
-)
-
-
-def derived_config(config_dict: dict, path: str | os.PathLike) -> LlavaNextVideoAnyResConfig:
-    """Our config for the llava-hf folder ``path`` whose config.json is ``config_dict``, with a warning
-    that says it was derived. ``path`` gives the tokenizer (an image checkpoint's ``<video>`` id)."""
-    video_id = None
-    if config_dict.get("model_type") == "llava_next":
-        video_id = load_tokenizer(path).get_vocab().get("<video>")
-    config = config_from_llava_hf(config_dict, video_token_id=video_id)
-    warnings.warn(
-        f"config was derived from a llava-hf {config_dict.get('model_type')} checkpoint ({path}): "
-        f"pooling {config.spatial_pool_mode}/{config.spatial_pool_stride} before the projector, no video "
-        f"newline, RoPE factor {_factor_of(config)}. Convert it once with `llava-next-video convert` "
-        "to save this config and the processor files next to the weights.",
-        UserWarning,
-        stacklevel=3,
-    )
-    return config
-
-
-def config_dict_from_llava_hf(config_dict: dict, path: str | os.PathLike) -> dict:
-    """Hook for ``LlavaNextVideoAnyResConfig.get_config_dict``: our config dict for a llava-hf folder
-    (see [`derived_config`])."""
-    return derived_config(config_dict, path).to_dict()
-
-
-def _factor_of(config: LlavaNextVideoAnyResConfig) -> float:
-    params = getattr(config.text_config, "rope_parameters", None) or {}
-    return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
-
-
 # ---- lmms-lab ---------------------------------------------------------------------------
-
-_LMMS_LAB_TEXT = {
-    "LlavaLlamaForCausalLM": "llama",
-    "LlavaMistralForCausalLM": "mistral",
-    "LlavaQwenForCausalLM": "qwen2",
-    "llava": "llama",
-    "llava_llama": "llama",
-    "llava_mistral": "mistral",
-    "llava_qwen": "qwen2",
-}
-_KNOWN_VISION = {
-    "clip-vit-large-patch14-336": dict(
-        model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-        num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-    ),
-    "clip-vit-large-patch14": dict(
-        model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-        num_attention_heads=16, image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu",
-    ),
-}  # fmt: skip
-_LMMS_VISION_PREFIX = "model.vision_tower.vision_tower.vision_model."
-
-
-def _lmms_lab_text_config(cfg: dict) -> dict:
-    from transformers.models.auto import CONFIG_MAPPING
-
-    kinds = [*(cfg.get("architectures") or []), cfg.get("model_type", "")]
-    text_type = next((_LMMS_LAB_TEXT[k] for k in kinds if k in _LMMS_LAB_TEXT), None)
-    if text_type is None:
-        raise ConversionError(
-            f"unsupported base LLM in this lmms-lab checkpoint (architectures {cfg.get('architectures')}, "
-            f"model_type {cfg.get('model_type')!r}); supported: {_names(k for k in _LMMS_LAB_TEXT if 'For' in k)}"
-        )
-    known = set(CONFIG_MAPPING[text_type]().to_dict()) | {
-        "rope_scaling",
-        "rope_theta",
-        "sliding_window",
-        "head_dim",
-    }
-    skip = {
-        "architectures",
-        "model_type",
-        "_name_or_path",
-        "transformers_version",
-        "dtype",
-        "id2label",
-        "label2id",
-    }
-    text = {k: v for k, v in cfg.items() if k in known and k not in skip}
-    text["model_type"] = text_type
-    return text
-
-
-def _read_vision_config(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    file = path / "config.json" if path.is_dir() else path
-    if not file.is_file():
-        raise ConversionError(
-            f"--vision-config {path}: no such config file (a folder with config.json or a .json file)"
-        )
-    cfg = json.loads(file.read_text())
-    cfg = cfg.get("vision_config", cfg)  # a full CLIP config holds the tower's under vision_config
-    model_type = cfg.get("model_type", "clip_vision_model")
-    cfg["model_type"] = {"clip": "clip_vision_model", "siglip": "siglip_vision_model"}.get(
-        model_type, model_type
-    )
-    return cfg
-
-
-def _infer_clip_config(shapes: dict[str, tuple[int, ...]], prefix: str) -> dict:
-    """A CLIP vision config from the tower's tensor shapes; heads assume CLIP's head size of 64."""
-    need = {
-        "patch": prefix + "embeddings.patch_embedding.weight",  # (D, 3, p, p)
-        "position": prefix + "embeddings.position_embedding.weight",  # (grid^2 + 1, D)
-        "fc1": prefix + "encoder.layers.0.mlp.fc1.weight",  # (I, D)
-    }
-    missing = [name for name in need.values() if name not in shapes]
-    if missing:
-        raise ConversionError(
-            f"cannot derive the vision tower's config: tensors missing: {_names(missing)}; pass --vision-config"
-        )
-    hidden, _, patch, _ = shapes[need["patch"]]
-    grid = math.isqrt(shapes[need["position"]][0] - 1)
-    if grid * grid != shapes[need["position"]][0] - 1:
-        raise ConversionError(f"{need['position']} {shapes[need['position']]} is not a square grid plus CLS")
-    layer = re.compile(re.escape(prefix) + r"encoder\.layers\.(\d+)\.")
-    layers = 1 + max(int(m.group(1)) for n in shapes if (m := layer.match(n)))
-    return dict(
-        model_type="clip_vision_model", hidden_size=hidden, intermediate_size=shapes[need["fc1"]][0],
-        num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), image_size=grid * patch,
-        patch_size=patch, hidden_act="quick_gelu",
-    )  # fmt: skip
-
-
-def _lmms_lab_vision_config(
-    cfg: dict, shapes: dict[str, tuple[int, ...]], settings: Settings, notes: list[str]
-) -> dict:
-    tower = str(cfg.get("mm_vision_tower") or cfg.get("vision_tower") or "")
-    if settings.vision_config:
-        return _read_vision_config(settings.vision_config)
-    if "siglip" in tower.lower():
-        raise ConversionError(
-            f"vision tower {tower!r}: SigLIP towers (OneVision-era checkpoints) are not supported by this "
-            "converter; the 2024 LLaVA-NeXT(-Video) checkpoints use CLIP-L/14-336"
-        )
-    if tower and (Path(tower) / "config.json").is_file():
-        return _read_vision_config(tower)
-    known = _KNOWN_VISION.get(tower.rstrip("/").split("/")[-1])
-    if known is not None:
-        return dict(known)
-    notes.append(
-        f"vision tower {tower!r} is not a known name: its config was inferred from the tensor shapes "
-        "(CLIP, 64-wide heads); pass --vision-config to give it explicitly"
-    )
-    return _infer_clip_config(shapes, _LMMS_VISION_PREFIX)
-
-
-def _parse_pinpoints(value: Any, image_size: int) -> list[list[int]] | None:
-    """An original ``image_grid_pinpoints`` in our convention: a list of ``[height, width]``.
-
-    The original code reads every pair as ``(width, height)`` (``mm_utils.select_best_resolution``,
-    ``get_anyres_image_grid_shape``); ours (as transformers') reads ``[height, width]``: each pair is
-    swapped, the order kept (so ties between canvases resolve as in the original). OneVision's range
-    string ``"(1x1),...,(6x6)"`` is expanded as the original expands it (``(i x j)`` = ``i`` tiles
-    wide, ``j`` high, ``i`` outer) before the swap.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        grids = [tuple(map(int, m)) for m in re.findall(r"\((\d+)x(\d+)\)", value)]
-        if not grids:
-            raise ConversionError(f"image_grid_pinpoints {value!r} is neither a list nor '(AxB),...,(CxD)'")
-        (w0, h0), (w1, h1) = grids[0], grids[-1]
-        pairs = [(i * image_size, j * image_size) for i in range(w0, w1 + 1) for j in range(h0, h1 + 1)]
-    elif isinstance(value, (list, tuple)):
-        pairs = []
-        for pair in value:
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ConversionError(f"image_grid_pinpoints: {pair!r} is not a (width, height) pair")
-            pairs.append((int(pair[0]), int(pair[1])))
-    else:
-        raise ConversionError(f"image_grid_pinpoints {value!r} is neither a list nor '(AxB),...,(CxD)'")
-    if not pairs:
-        raise ConversionError("image_grid_pinpoints is empty")
-    for width, height in pairs:
-        if width < image_size or height < image_size or width % image_size or height % image_size:
-            raise ConversionError(
-                f"image_grid_pinpoints: ({width}, {height}) is not a multiple of the {image_size} px tile"
-            )
-    return [[height, width] for width, height in pairs]
-
-
-def _check_aspect_ratio(aspect: Any, pinpoints: list[list[int]], image_size: int) -> None:
-    """Accept ``image_aspect_ratio`` values whose images our AnyRes path reproduces; refuse the rest.
-
-    ``anyres_max_N`` downsamples an image's unpadded tile features (bilinear) when they cover more
-    than ~N tiles (``sqrt(h*w / (N * grid**2)) > 1.1``); with no canvas over ``1.21 * N`` tiles that
-    never happens and it is plain AnyRes.
-    """
-    if aspect == "anyres":
-        return
-    match = re.fullmatch(r"anyres_max_(\d+)", str(aspect))
-    if match:
-        limit = int(match.group(1))
-        tiles = max((h // image_size) * (w // image_size) for h, w in pinpoints)
-        if math.sqrt(tiles / limit) <= 1.1:
-            return
-        raise ConversionError(
-            f"image_aspect_ratio {aspect!r}: images of more than ~{limit} tiles (up to {tiles} with these "
-            "image_grid_pinpoints) get their features downsampled, which this model does not implement"
-        )
-    raise ConversionError(
-        f"image_aspect_ratio {aspect!r} is not supported (anyres, or anyres_max_N that never downsamples): "
-        "images are processed with AnyRes"
-    )
-
-
-def _lmms_lab_video_settings(cfg: dict, notes: list[str], settings: Settings | None = None) -> dict:
-    """Pooling and newline settings of an original config (2024 release vs OneVision-era code).
-
-    Refused with the key named: ``add_faster_video`` (slow-fast frames), a resampler other than
-    ``spatial_pool``, pooling modes the original does not have at that place, and an
-    ``mm_spatial_pool_stride`` other than 2 after the projector (the original ``main`` code pools videos
-    with ``get_2dPool``'s default stride 2 whatever the config says) unless ``--pool-stride`` decides.
-    """
-    settings = settings or Settings()
-    if cfg.get("add_faster_video"):
-        raise ConversionError(
-            "add_faster_video: the slow-fast video tokens (faster_token, doubled stride on some frames) "
-            "are not supported"
-        )
-    resampler = cfg.get("mm_resampler_type")
-    mode = cfg.get("mm_spatial_pool_mode", "average")
-    stride = int(cfg.get("mm_spatial_pool_stride") or 2)
-    if resampler == "spatial_pool":  # 2024 release: pooled by the resampler, before the projector
-        if mode not in ("average", "max"):
-            raise ConversionError(
-                f"mm_spatial_pool_mode {mode!r} with the spatial_pool resampler is not supported (average or max)"
-            )
-        position, newline = "before_projector", cfg.get("mm_newline_position", "no_token")
-    elif resampler not in (None, "", "none"):
-        raise ConversionError(f"mm_resampler_type {resampler!r} is not supported (only spatial_pool or none)")
-    elif (
-        "mm_newline_position" in cfg or "mm_spatial_pool_stride" in cfg
-    ):  # OneVision-era: after the projector
-        position, newline = "after_projector", cfg.get("mm_newline_position", "one_token")
-        if mode not in rope.POOL_MODES:
-            raise ConversionError(f"mm_spatial_pool_mode {mode!r} is not one of {rope.POOL_MODES}")
-        if stride != 2 and settings.spatial_pool_stride is None:
-            raise ConversionError(
-                f"mm_spatial_pool_stride {stride}: the original code pools videos after the projector with "
-                "stride 2 whatever this says (get_2dPool's default); pass --pool-stride to choose"
-            )
-    else:
-        notes.append(
-            "config.json states no video pooling: using the paper's (2x2 average before the projector)"
-        )
-        return dict(PAPER_VIDEO_SETTINGS)
-    if newline not in rope.NEWLINE_POSITIONS:
-        raise ConversionError(f"mm_newline_position {newline!r} is not one of {rope.NEWLINE_POSITIONS}")
-    return {
-        "spatial_pool_stride": stride,
-        "spatial_pool_mode": mode,
-        "spatial_pool_position": position,
-        "video_newline_position": newline,
-    }
-
-
-def config_from_lmms_lab(
-    cfg: dict,
-    shapes: dict[str, tuple[int, ...]],
-    *,
-    image_token_id: int,
-    video_token_id: int,
-    settings: Settings | None = None,
-    notes: list[str] | None = None,
-) -> LlavaNextVideoAnyResConfig:
-    """Our config for an original (lmms-lab) ``config.json`` dict; ``shapes`` are the checkpoint's tensor
-    shapes (original names), used for the vision tower when its name is not a known one."""
-    settings = settings or Settings()
-    notes = notes if notes is not None else []
-    projector = cfg.get("mm_projector_type", "linear")
-    if projector != "mlp2x_gelu":
-        raise ConversionError(
-            f"mm_projector_type {projector!r} is not supported (only mlp2x_gelu: Linear-GELU-Linear)"
-        )
-    merge = cfg.get("mm_patch_merge_type", "flat")
-    if "unpad" not in merge:
-        raise ConversionError(
-            f"mm_patch_merge_type {merge!r} is not supported: images follow AnyRes spatial_unpad (with image_newline)"
-        )
-    select = cfg.get("mm_vision_select_feature", "patch")
-    strategy = {"patch": "default", "cls_patch": "full"}.get(select)
-    if strategy is None:
-        raise ConversionError(f"mm_vision_select_feature {select!r} is not supported (patch or cls_patch)")
-    vision = _lmms_lab_vision_config(cfg, shapes, settings, notes)
-    image_size = int(vision.get("image_size", 336))
-    pinpoints = _parse_pinpoints(cfg.get("image_grid_pinpoints"), image_size)
-    _check_aspect_ratio(
-        cfg.get("image_aspect_ratio", "anyres"), pinpoints or DEFAULT_GRID_PINPOINTS, image_size
-    )
-    text, factor, original = _normalize_text_rope(_lmms_lab_text_config(cfg))
-    fields = {
-        "image_token_id": image_token_id,
-        "video_token_id": video_token_id,
-        "projector_hidden_act": "gelu",
-        "vision_feature_select_strategy": strategy,
-        "vision_feature_layer": cfg.get("mm_vision_select_layer", -2),
-        "image_grid_pinpoints": pinpoints,
-        "tie_word_embeddings": cfg.get("tie_word_embeddings", False),
-        **_lmms_lab_video_settings(cfg, notes, settings),
-        **settings.video(),
-        **settings.rope(factor, original),
-    }
-    return _build_config(text, vision, fields)
 
 
 def config_to_llava_hf(config: LlavaNextVideoAnyResConfig) -> Any:
@@ -826,29 +370,6 @@ def config_to_llava_hf(config: LlavaNextVideoAnyResConfig) -> Any:
 
 
 # ============================================================================ tokenizer & template
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()  # e.g. "model of type llava_llama" when a tokenizer reads config.json
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-
-
-def load_tokenizer(path: str | os.PathLike, **kwargs: Any) -> Any:
-    """The checkpoint's tokenizer (tokenizer files only: no code is run)."""
-    from transformers import AutoTokenizer
-
-    try:
-        with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError, KeyError) as err:
-        raise ConversionError(f"{path}: cannot load its tokenizer ({err})") from err
 
 
 def add_media_tokens(path: Path, tokenizer: Any, need: dict[str, str]) -> tuple[Any, list[str]]:
@@ -978,7 +499,7 @@ def _detect_layout(config: dict, names: set[str]) -> tuple[str | None, str | Non
         LlavaNextVideoAnyResConfig.model_type: "ours",
     }.get(model_type)
     architectures = config.get("architectures") or []
-    if by_config is None and ("mm_vision_tower" in config or any(a in _LMMS_LAB_TEXT for a in architectures)):
+    if by_config is None and ("mm_vision_tower" in config or any(a in LMMS_LAB_TEXT for a in architectures)):
         by_config = "lmms-lab"
     if any(n.startswith("model.mm_projector.") for n in names):
         by_tensors = "lmms-lab"
@@ -1021,7 +542,7 @@ def _expected_shapes(config: Any, hf: bool = False) -> dict[str, tuple[int, ...]
         from transformers import LlavaNextVideoForConditionalGeneration as cls
     else:
         from .modeling import LlavaNextVideoAnyResForConditionalGeneration as cls
-    with torch.device("meta"), _quiet_transformers():
+    with torch.device("meta"), quiet_transformers():
         model = cls(config)
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     if config.tie_word_embeddings:
@@ -1102,7 +623,7 @@ def plan_conversion(
             }
         )
         text, vision = fields.pop("text_config", None), fields.pop("vision_config", None)
-        config = _build_config(text, vision, fields)
+        config = build_config(text, vision, fields)
 
     mapping, unknown = _map_names(names, RULES[layout], folder)
     embed = "model.language_model.embed_tokens.weight"
@@ -1192,11 +713,11 @@ def _entries(
         entries.append(Entry(rename(name), mapping[name], out, shape, fix))
     problems = []
     if missing:
-        problems.append(f"{len(missing)} tensor(s) missing: {_names(missing)}")
+        problems.append(f"{len(missing)} tensor(s) missing: {name_list(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensor(s): {_names(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {name_list(unexpected)}")
     if mismatched:
-        problems.append(f"{len(mismatched)} tensor(s) with the wrong shape: {_names(mismatched)}")
+        problems.append(f"{len(mismatched)} tensor(s) with the wrong shape: {name_list(mismatched)}")
     if problems:
         raise ConversionError(f"cannot convert {folder} (layout {layout}): " + "; ".join(problems))
     return entries
@@ -1332,28 +853,6 @@ def convert(
 # ============================================================================ loading llava-hf directly
 
 
-def register_key_mapping() -> None:
-    """Let ``from_pretrained`` of our model read llava-hf weight names (legacy and transformers-5 layouts).
-
-    Registers with transformers' conversion mapping (``register_checkpoint_conversion_mapping``) the
-    renamings transformers uses for its own ``llava_next`` models, for our ``model_type``. They apply on
-    load only: saving writes our names (the reverse of each renaming is a no-op). Idempotent.
-    """
-    from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming
-
-    class LoadOnlyRenaming(WeightRenaming):
-        """A renaming applied when loading and never when saving."""
-
-        def reverse_transform(self) -> WeightRenaming:
-            noop = WeightRenaming(source_patterns=r"^(?!)never$", target_patterns="never")
-            noop.scope_prefix, noop.base_model_prefix = self.scope_prefix, self.base_model_prefix
-            return noop
-
-    renamings = [LoadOnlyRenaming(source, target) for source, target in _LLAVA_HF_RULES[:-1]]
-    register_checkpoint_conversion_mapping(LlavaNextVideoAnyResConfig.model_type, renamings, overwrite=True)
-
-
 def load_llava_hf(path: str | os.PathLike, **kwargs: Any) -> Any:
     """[`LlavaNextVideoAnyResForConditionalGeneration`] straight from a llava-hf folder (or Hub id).
 
@@ -1369,7 +868,7 @@ def load_llava_hf(path: str | os.PathLike, **kwargs: Any) -> Any:
     config_dict, _ = PreTrainedConfig.get_config_dict(str(path))
     config = derived_config(config_dict, path)
     want_info = kwargs.pop("output_loading_info", False)
-    with _quiet_transformers():
+    with quiet_transformers():
         model, info = LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(
             str(path), config=config, output_loading_info=True, **kwargs
         )
@@ -1379,7 +878,7 @@ def load_llava_hf(path: str | os.PathLike, **kwargs: Any) -> Any:
     if any(problems.values()):
         raise ConversionError(
             f"{path} does not load as a llava-hf checkpoint: "
-            + "; ".join(f"{k.replace('_', ' ')}: {_names(v)}" for k, v in problems.items() if v)
+            + "; ".join(f"{k.replace('_', ' ')}: {name_list(v)}" for k, v in problems.items() if v)
         )
     return (model, info) if want_info else model
 
@@ -1536,17 +1035,10 @@ def _run(args: argparse.Namespace) -> int:
 __all__ = [
     "LAYOUTS",
     "ConversionResult",
-    "Settings",
     "add_cli",
-    "config_dict_from_llava_hf",
-    "derived_config",
-    "config_from_llava_hf",
-    "config_from_lmms_lab",
     "config_to_llava_hf",
     "convert",
     "detect_chat_template",
-    "linear_rope_factor",
     "load_llava_hf",
     "parse_size",
-    "register_key_mapping",
 ]
