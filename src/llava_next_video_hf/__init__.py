@@ -26,7 +26,18 @@ from .errors import (
 )
 from .install_check import check_torch_extensions as _check_torch_extensions
 
-__version__ = "0.1.0"
+
+def _distribution_version() -> str:
+    """The installed distribution's version: pyproject.toml is its only source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("llava-next-video-hf")
+    except PackageNotFoundError:  # a source tree put on sys.path without installing it
+        return "0+unknown"
+
+
+__version__ = _distribution_version()
 
 #: public name -> the submodule that defines it (imported on first access)
 _LAZY_NAMES = {

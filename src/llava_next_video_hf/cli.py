@@ -370,15 +370,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def package_version() -> str:
-    """The installed distribution's version (the source tree's when run without installing)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The installed distribution's version (``llava_next_video_hf.__version__``)."""
+    from . import __version__
 
-    try:
-        return version("llava-next-video-hf")
-    except PackageNotFoundError:
-        from . import __version__
-
-        return __version__
+    return __version__
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
