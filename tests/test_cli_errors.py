@@ -118,3 +118,15 @@ def test_parallel_workers_need_the_vllm_engine(tmp_path, clip, capsys, option):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["generate", str(ckpt), "--video", str(clip), "--prompt", "q", option, "0"])
     assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize("bad", ["0.5", "nan", "inf", "two"])
+def test_rope_factor_is_checked_the_same_way_by_generate_and_convert(tmp_path, clip, capsys, bad):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    assert cli.main(["generate", str(ckpt), "--video", str(clip), "--prompt", "q", "--rope-factor", bad]) == 1
+    assert f"--rope-factor must be a number >= 1 or 'auto', got {bad!r}" in _error_line(capsys)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["convert", str(ckpt), str(tmp_path / "out"), "--rope-factor", bad])
+    assert exit_.value.code == 2
+    assert f"a number >= 1 or 'auto', got {bad!r}" in capsys.readouterr().err

@@ -240,16 +240,16 @@ def _stdin_video(folder: str) -> str:
 
 
 def _parse_rope_factor(value: float | str | None) -> float | str | None:
-    """``None``, ``"auto"`` or a number >= 1 (from the command line: a string)."""
-    if value is None or value == "auto":
-        return value
+    """``None``, ``"auto"`` or a number >= 1 (from the command line: a string; whole numbers as int)."""
+    if value is None:
+        return None
+    from .rope import parse_rope_factor
+
     try:
-        factor = float(value)
-    except (TypeError, ValueError):
-        raise LlavaNextVideoError(f"--rope-factor must be a number >= 1 or 'auto', got {value!r}") from None
-    if not factor >= 1:
-        raise LlavaNextVideoError(f"--rope-factor must be a number >= 1 or 'auto', got {value!r}")
-    return int(factor) if factor.is_integer() else factor
+        factor = parse_rope_factor(value)
+    except ValueError as err:
+        raise LlavaNextVideoError(f"--rope-factor must be {err}") from None
+    return int(factor) if isinstance(factor, float) and factor.is_integer() else factor
 
 
 def _run_generate(args: argparse.Namespace) -> int:

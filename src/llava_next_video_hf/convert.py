@@ -894,15 +894,10 @@ def _positive_int(text: str) -> int:
 
 
 def _rope_factor_arg(text: str) -> float | str:
-    if text == "auto":
-        return text
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a number >= 1 or 'auto', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a number >= 1 or 'auto', got {text!r}")
-    return value
+        return rope.parse_rope_factor(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _size_arg(text: str) -> int:

@@ -137,6 +137,23 @@ def rope_factor(visual_tokens: int, context_length: int, text_budget: int = TEXT
     return factor if factor >= 2 else 1
 
 
+def parse_rope_factor(text: str | float) -> float | str:
+    """A requested linear RoPE factor: ``"auto"`` (the rule of [`rope_factor`]) or a number >= 1.
+
+    Raises:
+        ValueError: anything else (NaN and infinity included), with the accepted values in the message.
+    """
+    if text == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"a number >= 1 or 'auto', got {text!r}") from None
+    if not (value >= 1 and math.isfinite(value)):
+        raise ValueError(f"a number >= 1 or 'auto', got {text!r}")
+    return value
+
+
 def max_frames_that_fit(
     context_length: int,
     text_tokens: int,
