@@ -62,12 +62,12 @@ from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from . import rope
+from .configuration import DEFAULT_GRID_PINPOINTS
 from .errors import ContextLengthError, ImageLoadError, PlaceholderMismatchError, VideoLoadError
 
 logger = logging.get_logger(__name__)
 
 DEFAULT_IMAGE_SIZE = 336
-DEFAULT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
