@@ -139,6 +139,12 @@ def num_image_crops(height: int, width: int, config: LlavaNextVideoAnyResConfig)
     return 1 + (canvas_h // size) * (canvas_w // size)
 
 
+def drop_padding(padded: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """(B, N_max, ...) zero-padded per item, and each item's real count -> (sum counts, ...): the one
+    place frame/crop padding is removed (processors pad clips and AnyRes crops to a batch)."""
+    return torch.cat([item[:n] for item, n in zip(padded, counts, strict=True)], dim=0)
+
+
 class VisualTokenLayout:
     """How vision features become the tokens scattered into the prompt — one implementation.
 
@@ -332,7 +338,7 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
             return torch.cat(list(pixel_values_videos), dim=0), lengths
         b, t = pixel_values_videos.shape[:2]
         lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
-        frames = torch.cat([v[:n] for v, n in zip(pixel_values_videos, lengths, strict=True)], dim=0)
+        frames = drop_padding(pixel_values_videos, lengths)
         return frames, lengths
 
     def _image_crops(
@@ -341,7 +347,7 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
         sizes = [(int(h), int(w)) for h, w in image_sizes.tolist()]
         if pixel_values.dim() == 5:
             counts = [num_image_crops(h, w, self.config) for h, w in sizes]
-            pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, counts, strict=True)], dim=0)
+            pixel_values = drop_padding(pixel_values, counts)
         elif pixel_values.dim() != 4:
             raise ValueError(
                 f"pixel_values must be (images, crops, 3, H, W) or (crops, 3, H, W), got {tuple(pixel_values.shape)}"

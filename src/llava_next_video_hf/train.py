@@ -531,13 +531,13 @@ def cache_video_features(
     vision tower's selected features without CLS, pooled when the config pools before the projector:
     (T_i, side*side, Dv) each (else (T_i, grid*grid, Dv)). Feed them to [`embed_with_cached_video`].
     """
-    from .modeling import spatial_pool
+    from .modeling import drop_padding, spatial_pool
 
     net = _unwrap(model).model
     cfg, grid = net.config, net.grid
     b, t = pixel_values_videos.shape[:2]
     lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
-    frames = torch.cat([v[:n] for v, n in zip(pixel_values_videos, lengths, strict=True)])
+    frames = drop_padding(pixel_values_videos, lengths)
     with torch.no_grad():
         feats = net.vision_features(frames)[:, -(grid**2) :]  # (sum T, grid*grid, Dv)
         if cfg.spatial_pool_position == "before_projector":

@@ -73,7 +73,7 @@ from vllm.sequence import IntermediateTensors
 from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import ContextLengthError, ImageLoadError
-from ..modeling import VisualTokenLayout, num_image_crops
+from ..modeling import VisualTokenLayout, drop_padding, num_image_crops
 from . import video_loader
 
 #: Keyword arguments of our processors that ``--mm-processor-kwargs``/``mm_processor_kwargs`` may set.
@@ -330,7 +330,7 @@ class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextV
             config = self.info.get_hf_config()
             crops = [num_image_crops(int(h), int(w), config) for h, w in sizes.tolist()]
             pixels = data["pixel_values"]  # (B, P_max, 3, S, S), zero-padded over crops
-            out["pixel_values"] = torch.cat([p[:n] for p, n in zip(pixels, crops, strict=True)]).to(dtype)
+            out["pixel_values"] = drop_padding(pixels, crops).to(dtype)
             out["image_sizes"] = sizes
             out["image_num_patches"] = torch.tensor(crops, dtype=torch.int64)
         videos = hf_data.get("videos")
@@ -350,9 +350,7 @@ class LlavaNextVideoAnyResMultiModalProcessor(BaseMultiModalProcessor[LlavaNextV
             data = processor.video_processor(list(videos), return_tensors="pt", **video_kwargs)
             frames = data["video_num_frames"].to(torch.int64)  # (B,)
             pixels = data["pixel_values_videos"]  # (B, T_max, 3, S, S), zero-padded over frames
-            out["pixel_values_videos"] = torch.cat(
-                [v[:n] for v, n in zip(pixels, frames.tolist(), strict=True)]
-            ).to(dtype)
+            out["pixel_values_videos"] = drop_padding(pixels, frames.tolist()).to(dtype)
             out["video_num_frames"] = frames
         return BatchFeature(out)
 
