@@ -70,7 +70,6 @@ from vllm.multimodal.processing import (
 )
 from vllm.sequence import IntermediateTensors
 
-from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import ContextLengthError, ImageLoadError
 from ..modeling import VisualTokenLayout, drop_padding, num_image_crops
@@ -632,9 +631,8 @@ class LlavaNextVideoAnyResForConditionalGeneration(
         return "video" if "pixel_values_videos" in mm_kwargs else "image"
 
     def get_max_frames_per_video(self) -> int:
-        """Frames of the longest video that fits ``max_model_len``."""
-        max_len = self.vllm_config.model_config.max_model_len
-        return max(1, rope.max_frames_that_fit(max_len, 0, **self.config.video_token_kwargs()))
+        """Frames of the longest video a request may carry (the server's limit from ``max_model_len``)."""
+        return max(1, video_loader.frames_that_fit(self.vllm_config.model_config.max_model_len, self.config))
 
     def get_encoder_cudagraph_budget_range(self, vllm_config: VllmConfig) -> tuple[int, int]:
         max_budget = min(

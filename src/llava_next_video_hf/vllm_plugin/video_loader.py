@@ -120,6 +120,15 @@ def load_video_bytes(data: bytes, **options: Any) -> tuple[np.ndarray, dict[str,
     return frames, metadata
 
 
+def frames_that_fit(max_model_len: int, config: Any) -> int:
+    """The most frames of one video whose tokens leave one text token within ``max_model_len``
+    (the server's frame limit before an operator lowers it; the dummy video and the encoder CUDA
+    graphs use it too)."""
+    from .. import rope
+
+    return rope.max_frames_that_fit(int(max_model_len), 1, **config.video_token_kwargs())
+
+
 def configure_for_model(model_config: Any, config: Any, video_processor: Any) -> int:
     """Set this server's frame limit and default frame options from the model; returns the limit.
 
@@ -129,10 +138,8 @@ def configure_for_model(model_config: Any, config: Any, video_processor: Any) ->
       (its video processor's ``num_frames``, or ``fps`` with ``max_frames``), so a request without
       options gets the frames ``llava-next-video generate`` would use (capped at the limit).
     """
-    from .. import rope
-
     max_len = int(model_config.max_model_len)
-    limit = rope.max_frames_that_fit(max_len, 1, **config.video_token_kwargs())
+    limit = frames_that_fit(max_len, config)
     why = f"frames whose tokens fit max_model_len={max_len}"
     mm = getattr(model_config, "multimodal_config", None)
     io_kwargs = getattr(mm, "media_io_kwargs", None)
