@@ -465,9 +465,10 @@ class LlavaNextVideoAnyResForConditionalGeneration(
     Parallelism: under tensor parallelism the tower and projector are split like the language model
     (``--mm-encoder-tp-mode weights``, the default) or, with ``--mm-encoder-tp-mode data``, both are
     replicated and each rank runs the tower on its share of the frames/crops (gathered before the
-    projector); vLLM's encoder CUDA-graph manager then hands each rank its own videos. Under pipeline parallelism only the first stage, which embeds the prompt, builds and
-    loads the tower and projector; later stages hold placeholders and answer vLLM's encoder
-    profiling with zero embeddings of the right shapes.
+    projector); vLLM's encoder CUDA-graph manager then hands each rank its own videos. Under
+    pipeline parallelism only the first stage, which embeds the prompt, builds and loads the tower
+    and projector; later stages hold placeholders and answer vLLM's encoder profiling with zero
+    embeddings of the right shapes.
     """
 
     supports_encoder_tp_data = True
