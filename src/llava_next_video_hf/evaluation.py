@@ -14,8 +14,10 @@
 Example (the shipped tiny model; ``pip install 'llava-next-video-hf[eval]'``)::
 
     python -c "from llava_next_video_hf.evaluation import write_task; write_task('evaltask', 32)"
-    lmms-eval eval --model llava_next_video_anyres --model_args pretrained=CKPT,num_frames=24 \\
+    lmms-eval eval --model llava_next_video_anyres --model_args pretrained=CKPT \\
         --tasks video_qa_synthetic --include_path evaltask --batch_size 1 --output_path out
+
+(a real checkpoint on a real benchmark: ``--model_args pretrained=CKPT,num_frames=32,rope_factor=auto``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 from lmms_eval.api.model import lmms
 
-from . import tasks
+from . import rope, tasks
 
 MODEL_NAME = "llava_next_video_anyres"
 TASK_NAME = "video_qa_synthetic"
@@ -81,7 +83,7 @@ class LlavaNextVideoLmms(lmms):
         register_auto_classes()
         overrides: dict[str, Any] = {}
         if rope_factor is not None:
-            overrides["rope_scaling_factor"] = rope_factor
+            overrides["rope_scaling_factor"] = rope.parse_rope_factor(rope_factor)  # ValueError names it
             if max_frames or num_frames:
                 overrides["max_frames"] = int(max_frames or num_frames)
         if spatial_pool_stride is not None:
