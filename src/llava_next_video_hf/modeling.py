@@ -145,6 +145,22 @@ def drop_padding(padded: torch.Tensor, counts: list[int]) -> torch.Tensor:
     return torch.cat([item[:n] for item, n in zip(padded, counts, strict=True)], dim=0)
 
 
+def video_frames(
+    pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None
+) -> tuple[torch.Tensor, list[int]]:
+    """Videos as the processor batches them -> one frames buffer (sum T_i, 3, H, W) and T_i per video.
+
+    ``pixel_values_videos``: (B, T_max, 3, H, W) zero-padded, with ``video_num_frames`` (B,) (None:
+    every video has T_max frames), or a list of (T_i, 3, H, W).
+    """
+    if isinstance(pixel_values_videos, (list, tuple)):
+        lengths = [int(v.shape[0]) for v in pixel_values_videos]
+        return torch.cat(list(pixel_values_videos), dim=0), lengths
+    b, t = pixel_values_videos.shape[:2]
+    lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
+    return drop_padding(pixel_values_videos, lengths), lengths
+
+
 class VisualTokenLayout:
     """How vision features become the tokens scattered into the prompt — one implementation.
 
@@ -333,13 +349,7 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
     def _video_frames(
         self, pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None
     ) -> tuple[torch.Tensor, list[int]]:
-        if isinstance(pixel_values_videos, (list, tuple)):
-            lengths = [int(v.shape[0]) for v in pixel_values_videos]
-            return torch.cat(list(pixel_values_videos), dim=0), lengths
-        b, t = pixel_values_videos.shape[:2]
-        lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
-        frames = drop_padding(pixel_values_videos, lengths)
-        return frames, lengths
+        return video_frames(pixel_values_videos, video_num_frames)
 
     def _image_crops(
         self, pixel_values: torch.Tensor, image_sizes: torch.Tensor

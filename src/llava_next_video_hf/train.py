@@ -531,13 +531,11 @@ def cache_video_features(
     vision tower's selected features without CLS, pooled when the config pools before the projector:
     (T_i, side*side, Dv) each (else (T_i, grid*grid, Dv)). Feed them to [`embed_with_cached_video`].
     """
-    from .modeling import drop_padding, spatial_pool
+    from .modeling import spatial_pool, video_frames
 
     net = _unwrap(model).model
     cfg, grid = net.config, net.grid
-    b, t = pixel_values_videos.shape[:2]
-    lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
-    frames = drop_padding(pixel_values_videos, lengths)
+    frames, lengths = video_frames(pixel_values_videos, video_num_frames)
     with torch.no_grad():
         feats = net.vision_features(frames)[:, -(grid**2) :]  # (sum T, grid*grid, Dv)
         if cfg.spatial_pool_position == "before_projector":
@@ -676,9 +674,9 @@ def _save_final(trainer: Any, model_path: str | os.PathLike, out: Path, *, lora:
 
     ``Trainer.save_model`` writes on the main process only and gathers parameters that FSDP or
     DeepSpeed ZeRO-3 sharded across ranks (with the processor beside them). With LoRA it writes the
-    adapter; the merged checkpoint is then built on the main process from the base weights and that
-    saved adapter, so no rank ever needs the full trained model in memory, and the result is the same
-    whether the adapter lived on one rank or was sharded.
+    adapter; the merged checkpoint is then built on the main process from a fresh load of the base
+    weights and that saved adapter, so it is the same whether the adapter lived on one rank or was
+    sharded (the main process holds one unsharded copy of the model for the merge).
     """
     trainer.save_model(str(out / "adapter" if lora else out))
     if lora and trainer.is_world_process_zero():
