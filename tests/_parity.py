@@ -51,6 +51,20 @@ def hf_reference(ckpt: str | Path, max_new_tokens: int) -> Callable[[dict], Resu
     return run
 
 
+@contextlib.contextmanager
+def parity_llm(ckpt: str | Path, **overrides) -> Iterator:
+    """``vllm.LLM`` on ``ckpt`` set up for parity with transformers (float32, eager, seed 0, a modest
+    share of host memory on the CPU build; ``overrides`` win), shut down on exit."""
+    from vllm import LLM
+
+    args = {"dtype": "float32", "enforce_eager": True, "seed": 0, "gpu_memory_utilization": 0.3, **overrides}
+    engine = LLM(model=str(ckpt), **args)
+    try:
+        yield engine
+    finally:
+        engine.llm_engine.engine_core.shutdown()
+
+
 def vllm_generate(llm, prompts: list[dict], max_new_tokens: int) -> list[Result]:
     """Greedy ``llm.generate`` tokens and the log-probability vLLM gives each of them."""
     from vllm import SamplingParams

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from _parity import assert_same, chat_prompt, hf_reference, make_image, make_video, vllm_generate
+from _parity import assert_same, chat_prompt, hf_reference, make_image, make_video, parity_llm, vllm_generate
 
 from llava_next_video_hf import testing
 
@@ -31,18 +31,8 @@ def ckpt(tmp_path_factory):
 @pytest.fixture(scope="module")
 def llm(ckpt):
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from vllm import LLM
-
-    engine = LLM(
-        model=str(ckpt),
-        dtype="float32",
-        enforce_eager=True,
-        seed=0,
-        gpu_memory_utilization=0.3,
-        limit_mm_per_prompt={"image": 2, "video": 1},
-    )
-    yield engine
-    engine.llm_engine.engine_core.shutdown()
+    with parity_llm(ckpt, limit_mm_per_prompt={"image": 2, "video": 1}) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

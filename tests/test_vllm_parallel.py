@@ -7,7 +7,7 @@ log-probabilities equal to our transformers model (which the single-worker engin
 from __future__ import annotations
 
 import pytest
-from _parity import assert_same, hf_reference, mixed_prompts, two_cpu_workers_env, vllm_generate
+from _parity import assert_same, hf_reference, mixed_prompts, parity_llm, two_cpu_workers_env, vllm_generate
 
 from llava_next_video_hf import testing
 from llava_next_video_hf.vllm_plugin.offline import cpu_thread_binding
@@ -32,21 +32,14 @@ def reference(ckpt):
 @pytest.fixture(scope="module", params=["weights", "data"])
 def tp2(request, ckpt):
     """A 2-worker tensor-parallel engine; each worker bound to its own core(s)."""
-    from vllm import LLM
-
-    with two_cpu_workers_env():
-        engine = LLM(
-            model=str(ckpt),
-            dtype="float32",
-            enforce_eager=True,
-            seed=0,
-            gpu_memory_utilization=0.3,
-            tensor_parallel_size=2,
-            mm_encoder_tp_mode=request.param,
-            limit_mm_per_prompt={"image": 1, "video": 1},
-        )
+    limits = {"image": 1, "video": 1}
+    with (
+        two_cpu_workers_env(),
+        parity_llm(
+            ckpt, tensor_parallel_size=2, mm_encoder_tp_mode=request.param, limit_mm_per_prompt=limits
+        ) as engine,
+    ):
         yield request.param, engine
-        engine.llm_engine.engine_core.shutdown()
 
 
 def tower_shards(model) -> tuple[int, int, bool]:

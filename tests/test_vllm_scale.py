@@ -22,6 +22,7 @@ from _parity import (
     chat_answer,
     hf_reference,
     mixed_prompts,
+    parity_llm,
     served_reference,
     two_cpu_workers_env,
     vllm_generate,
@@ -55,24 +56,15 @@ def vision_stage(model) -> tuple[bool, str, int]:
 
 
 def test_pipeline_parallel_2_gives_the_single_worker_tokens_and_builds_the_tower_once(ckpt, two_workers_env):
-    from vllm import LLM
 
     prompts = mixed_prompts()
     run = hf_reference(ckpt, MAX_NEW_TOKENS)
     reference = [run(p) for p in prompts]
-    llm = LLM(
-        model=str(ckpt),
-        dtype="float32",
-        seed=0,
-        gpu_memory_utilization=0.3,
-        pipeline_parallel_size=2,
-        limit_mm_per_prompt={"image": 1, "video": 1},
-    )
-    try:
+    limits = {"image": 1, "video": 1}
+    # compiled: on the CPU build pipeline parallelism fails its first request under enforce_eager
+    with parity_llm(ckpt, enforce_eager=False, pipeline_parallel_size=2, limit_mm_per_prompt=limits) as llm:
         got = vllm_generate(llm, prompts, MAX_NEW_TOKENS)
         stages = llm.apply_model(vision_stage)
-    finally:
-        llm.llm_engine.engine_core.shutdown()
     for i, (g, r) in enumerate(zip(got, reference, strict=True)):
         assert_same(g, r, f"PP=2 prompt {i}")
     (first, first_cls, first_params), (second, second_cls, second_params) = stages
