@@ -11,7 +11,7 @@ captures our video encoder through ``SupportsEncoderCudaGraph``
 on replay the manager zeroes the buffer, copies the batch's frames in, replays, and
 ``postprocess_encoder_output`` slices the real frames' tokens per video (``split_videos``). The vLLM
 model cannot be built here, so this harness runs the very same protocol on the transformers model,
-whose ``encode_frames``/``split_videos`` are the same code (``modeling.VisualTokenLayout``, shared by
+whose ``encode_frames``/``split_videos`` are the same code (``layout.VisualTokenLayout``, shared by
 both models); only the tower differs (transformers' CLIP instead of vLLM's).
 
 Models (random weights): ``tiny`` (the test model: 2-layer CLIP-shaped tower at 336 px) and

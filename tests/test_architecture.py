@@ -16,7 +16,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("errors", "rope", "video_io", "output_dir", "install_check", "chat_templates", "synthetic", "tasks"),
     1: ("configuration",),
     2: ("compat",),
-    3: ("modeling", "processing"),
+    3: ("layout", "modeling", "processing"),
     4: ("modeling_patches", "vllm_plugin", "train", "evaluation", "serve", "testing", "_registration"),
     5: ("convert", "hub_cards"),
     6: ("cli", ""),  # "" is the package itself: a lazy facade over everything
@@ -138,3 +138,20 @@ def test_the_checker_sees_lazy_imports_and_circles(tmp_path):
     )
     known = {"rope", "errors", "video_io", "hub_cards.folder", "convert"}
     assert imports("hub_cards.card", source, known) == known  # lazy ones included
+
+
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_vllm_workers_do_not_import_the_transformers_model():
+    """The vLLM model shares the token layout (``layout``), not the transformers model's module."""
+    edges = graph()
+    for name in ("vllm_plugin", "vllm_plugin.model", "vllm_plugin.video_loader"):
+        assert "modeling" not in reachable(edges, name), name

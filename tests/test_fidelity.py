@@ -268,7 +268,7 @@ def test_non_dividing_strides_floor_like_the_original(stride, mode, per_frame):
 
 def test_stride_5_matches_transformers_llava_next_video():
     """transformers' LlavaNextVideo pools with avg_pool2d(stride) too: 16 tokens per frame, equal values."""
-    from llava_next_video_hf.modeling import spatial_pool
+    from llava_next_video_hf.layout import spatial_pool
 
     feats = torch.randn(2, 576, 8)
     ours = spatial_pool(feats, 24, 5, "average")

@@ -119,7 +119,7 @@ IMPORT_ORDERS = {
     "transformers first": "import transformers\nimport llava_next_video_hf",
     "package first": "import llava_next_video_hf\nimport transformers",
     # transformers is first imported by one of our modules: registration waits until that module is done
-    "our modeling module first": "from llava_next_video_hf.modeling import VisualTokenLayout",
+    "our modeling module first": "from llava_next_video_hf.modeling import LlavaNextVideoAnyResModel",
 }
 
 

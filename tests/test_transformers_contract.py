@@ -72,7 +72,7 @@ def test_get_video_features_returns_transformers_output(tokenizer):
 
 
 def test_get_image_features_returns_transformers_output(model):
-    from llava_next_video_hf.modeling import num_image_crops
+    from llava_next_video_hf.layout import num_image_crops
 
     sizes = [(300, 500), (336, 336)]
     counts = [num_image_crops(h, w, model.config) for h, w in sizes]

@@ -70,7 +70,7 @@ def _clips(lengths: list[int], seed: int = 0) -> list[torch.Tensor]:
 @torch.inference_mode()
 def test_eager_embeddings_equal_transformers(models):
     """vLLM's tower and layers + our pooling/newlines give our transformers model's features."""
-    from llava_next_video_hf.modeling import num_image_crops
+    from llava_next_video_hf.layout import num_image_crops
 
     model, hf = models
     clips = _clips([2, 3])

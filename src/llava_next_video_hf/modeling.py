@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -26,9 +25,8 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from . import rope
 from .configuration import LlavaNextVideoAnyResConfig
-from .errors import PlaceholderMismatchError
+from .layout import VisualTokenLayout, drop_padding, num_image_crops, video_frames
 
 #: The name transformers gives the KV cache in forward arguments and output fields: ``cache`` from
 #: transformers 5.24 on (its ``ModelOutput`` then keeps ``past_key_values`` only as a deprecated
@@ -94,152 +92,84 @@ class LlavaNextVideoAnyResProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-def spatial_pool(features: torch.Tensor, grid: int, stride: int, mode: str) -> torch.Tensor:
-    """Pool each frame's ``grid`` x ``grid`` feature map by ``stride``: (N, grid*grid, D) -> (N, side*side, D).
-
-    ``side = rope.pooled_grid(...)``: ``average``/``max`` use windows and steps of ``stride`` and drop
-    a partial last window (``floor(grid / stride)``, as the original ``avg_pool2d``/``max_pool2d`` and
-    transformers), ``bilinear`` resizes to ``ceil(grid / stride)`` (the original ``get_2dPool``).
-    """
-    n, _, dim = features.shape
-    side = rope.pooled_grid(grid, 1, stride, mode)
-    x = features.view(n, grid, grid, dim).permute(0, 3, 1, 2)  # (N, D, grid, grid)
-    if stride == 1:
-        pooled = x
-    elif mode == "average":
-        pooled = F.avg_pool2d(x, stride)
-    elif mode == "max":
-        pooled = F.max_pool2d(x, stride)
-    else:  # bilinear (pooled_grid refused any other mode)
-        pooled = F.interpolate(x, size=(side, side), mode="bilinear")
-    return pooled.flatten(2).transpose(1, 2)  # (N, side*side, D)
-
-
-def add_frame_newlines(frames: torch.Tensor, newline: torch.Tensor, position: str) -> torch.Tensor:
-    """Per-frame newline layout: (N, side*side, D) -> (N, tokens_per_frame, D).
-
-    ``frame`` appends one newline after each frame, ``grid`` one after each row of each frame;
-    ``no_token``/``one_token`` leave frames as they are (``one_token`` adds its newline per video).
-    """
-    n, tokens, dim = frames.shape
-    if position == "frame":
-        return torch.cat([frames, newline.view(1, 1, dim).expand(n, 1, dim)], dim=1)
-    if position == "grid":
-        side = math.isqrt(tokens)
-        rows = frames.view(n, side, side, dim)
-        rows = torch.cat([rows, newline.view(1, 1, 1, dim).expand(n, side, 1, dim)], dim=2)
-        return rows.reshape(n, side * (side + 1), dim)
-    return frames
-
-
-def num_image_crops(height: int, width: int, config: LlavaNextVideoAnyResConfig) -> int:
-    """Crops an AnyRes image is cut into: the base view plus the tiles of its best canvas."""
-    size = config.vision_config.image_size
-    canvas_h, canvas_w = rope.select_best_resolution((height, width), config.image_grid_pinpoints)
-    return 1 + (canvas_h // size) * (canvas_w // size)
-
-
-def drop_padding(padded: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """(B, N_max, ...) zero-padded per item, and each item's real count -> (sum counts, ...): the one
-    place frame/crop padding is removed (processors pad clips and AnyRes crops to a batch)."""
-    return torch.cat([item[:n] for item, n in zip(padded, counts, strict=True)], dim=0)
-
-
-def video_frames(
-    pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None
-) -> tuple[torch.Tensor, list[int]]:
-    """Videos as the processor batches them -> one frames buffer (sum T_i, 3, H, W) and T_i per video.
-
-    ``pixel_values_videos``: (B, T_max, 3, H, W) zero-padded, with ``video_num_frames`` (B,) (None:
-    every video has T_max frames), or a list of (T_i, 3, H, W).
-    """
-    if isinstance(pixel_values_videos, (list, tuple)):
-        lengths = [int(v.shape[0]) for v in pixel_values_videos]
-        return torch.cat(list(pixel_values_videos), dim=0), lengths
-    b, t = pixel_values_videos.shape[:2]
-    lengths = [t] * b if video_num_frames is None else [int(n) for n in video_num_frames.tolist()]
-    return drop_padding(pixel_values_videos, lengths), lengths
-
-
-class VisualTokenLayout:
-    """How vision features become the tokens scattered into the prompt — one implementation.
-
-    Shared by the transformers model, the vLLM model and the modeling patches. The host provides
-    ``config``, ``vision_features(pixels) -> (N, L, Dv)`` (all tokens of the selected layers, CLS
-    first when the tower has one), ``multi_modal_projector`` and ``image_newline`` (D,).
+class TowerVideoFeatures(VisualTokenLayout):
+    """[`VisualTokenLayout`] on a transformers vision tower: running the tower, selecting its layers,
+    ``get_video_features``. Shared by our model and the video patch for transformers' own LLaVA
+    classes (``modeling_patches.video``); the host provides ``vision_tower``, ``multi_modal_projector``,
+    ``image_newline``, ``get_input_embeddings`` and ``config``.
     """
 
-    config: LlavaNextVideoAnyResConfig
+    def _select_layers(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        layers = self.config.vision_feature_layer
+        if isinstance(layers, int):
+            return hidden_states[layers]
+        return torch.cat([hidden_states[i] for i in layers], dim=-1)
 
-    @property
-    def grid(self) -> int:
-        """Patches per side of one crop (24 for 336 / 14)."""
-        return self.config.vision_config.image_size // self.config.vision_config.patch_size
+    def _run_tower(self, pixel_values: torch.Tensor, **kwargs) -> tuple[ModelOutput, torch.Tensor]:
+        """Tower outputs (hidden states always, attentions when asked) and the selected-layer features."""
+        kwargs["output_hidden_states"] = True  # the selected layers are hidden states
+        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), return_dict=True, **kwargs)
+        return out, self._select_layers(out.hidden_states)
 
-    def encode_frames(self, frames: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        """Video frames (N, 3, H, W) -> per-frame tokens (N, tokens_per_frame, D).
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> features of the selected tower layers (N, L, Dv * num_feature_layers).
 
-        Each frame is encoded independently and yields a fixed token count (pooled grid plus the
-        per-frame newlines of the ``frame``/``grid`` policies), so zero-padded frames are harmless
-        and the shape depends only on N: the property vLLM's encoder CUDA graphs need.
-        ``features``: ``vision_features(frames)`` when the caller already ran the tower.
+        ``L`` is ``grid**2`` plus a leading CLS feature for CLIP towers; callers keep the last
+        ``grid**2`` (the patch grid) except for an image's base view under ``"full"`` selection.
         """
-        cfg, grid = self.config, self.grid
-        if features is None:
-            features = self.vision_features(frames)
-        feats = features[:, -(grid**2) :]  # (N, grid*grid, Dv): no CLS
-        if cfg.spatial_pool_position == "before_projector":
-            feats = spatial_pool(feats, grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-            feats = self.multi_modal_projector(feats)
-        else:
-            feats = self.multi_modal_projector(feats)
-            feats = spatial_pool(feats, grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-        return add_frame_newlines(feats, self.image_newline.to(feats.dtype), cfg.video_newline_position)
+        return self._run_tower(pixel_values)[1]
 
-    def split_videos(self, per_frame: torch.Tensor, num_frames: list[int]) -> list[torch.Tensor]:
-        """(sum T_i, tokens_per_frame, D) -> one (num_video_tokens(T_i), D) tensor per video."""
-        videos = []
-        for video in torch.split(per_frame, list(num_frames), dim=0):
-            tokens = video.flatten(0, 1)  # (T_i * tokens_per_frame, D)
-            if self.config.video_newline_position == "one_token":
-                tokens = torch.cat([tokens, self.image_newline.to(tokens.dtype)[None]], dim=0)
-            videos.append(tokens)
-        return videos
+    def _check_feature_args(self, vision_feature_layer: Any, vision_feature_select_strategy: Any) -> None:
+        # transformers lets callers override these per call; our token layout (processor, vLLM,
+        # placeholder counts) is fixed by the config, so only the config's values are accepted
+        for name, value in (
+            ("vision_feature_layer", vision_feature_layer),
+            ("vision_feature_select_strategy", vision_feature_select_strategy),
+        ):
+            if value is not None and value != getattr(self.config, name):
+                raise ValueError(
+                    f"{name}={value!r} differs from the config's {getattr(self.config, name)!r}: the visual "
+                    "token layout is fixed by the config (change it there, and rebuild the processor)"
+                )
 
-    def embed_images(
-        self, crops: torch.Tensor, image_sizes: list[tuple[int, int]], features: torch.Tensor | None = None
-    ) -> list[torch.Tensor]:
-        """AnyRes crops (sum P_i, 3, H, W), base view first per image -> one (num_image_tokens, D) each.
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor | list[torch.Tensor],
+        video_num_frames: torch.Tensor | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Videos -> the tower's outputs plus one (num_video_tokens(T_i), D) tensor per video.
 
-        LLaVA-NeXT's ``spatial_unpad``: base view features, then the tile grid with the padding
-        removed and an ``image_newline`` after every row (sizes are host ints: no device sync).
-        ``features``: ``vision_features(crops)`` when the caller already ran the tower.
+        Args:
+            pixel_values_videos: (B, T_max, 3, H, W) zero-padded over frames with ``video_num_frames``
+                (B,) giving each video's real length (all T_max when omitted), or a list of (T_i, 3, H, W).
+            vision_feature_layer / vision_feature_select_strategy: accepted for transformers'
+                signature; only the config's values are allowed (the token layout depends on them).
+            kwargs: ``output_attentions`` (the tower's attentions), ``return_dict`` (``False``: a tuple).
+
+        Returns:
+            ``BaseModelOutputWithPooling`` as transformers' LLaVA-NeXT-Video: ``last_hidden_state`` /
+            ``hidden_states`` / ``attentions`` of the vision tower over all real frames
+            (sum T_i, L, Dv), and ``pooler_output``: a tuple with one (num_video_tokens(T_i), D)
+            tensor per video, the features scattered at its ``<video>`` tokens (flat over frames,
+            newlines included, where transformers gives (T_i, tokens_per_frame, D)).
         """
-        cfg, grid = self.config, self.grid
-        size = cfg.vision_config.image_size
-        if features is None:
-            features = self.vision_features(crops)
-        feats = self.multi_modal_projector(features)  # (sum P_i, L, D)
-        keep_cls = cfg.vision_feature_select_strategy == "full"
-        counts = [num_image_crops(h, w, cfg) for h, w in image_sizes]
-        images = []
-        for crops_i, (h, w) in zip(torch.split(feats, counts, dim=0), image_sizes, strict=True):
-            canvas_h, canvas_w = rope.select_best_resolution((h, w), cfg.image_grid_pinpoints)
-            th, tw = canvas_h // size, canvas_w // size
-            # the base view keeps CLS only under "full"; tiles never do (they form a grid)
-            base = crops_i[0] if keep_cls else crops_i[0, -(grid**2) :]
-            tiles = crops_i[1:, -(grid**2) :]  # (th * tw, grid * grid, D)
-            dim = tiles.shape[-1]
-            canvas = (
-                tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
-            )
-            rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
-            top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
-            canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
-            newline = self.image_newline.to(canvas.dtype).view(1, 1, dim).expand(rows, 1, dim)
-            canvas = torch.cat([canvas, newline], dim=1).flatten(0, 1)  # (rows * (cols + 1), D)
-            images.append(torch.cat([base, canvas], dim=0))
-        return images
+        self._check_feature_args(vision_feature_layer, vision_feature_select_strategy)
+        kwargs.pop("output_hidden_states", None)  # always returned, as transformers does
+        if len(pixel_values_videos) == 0:  # a batch without videos (collators may send an empty tensor)
+            return BaseModelOutputWithPooling(pooler_output=())
+        frames, lengths = video_frames(pixel_values_videos, video_num_frames)
+        out, selected = self._run_tower(frames, **kwargs)
+        videos = self.split_videos(self.encode_frames(frames, features=selected), lengths)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=out.last_hidden_state,
+            pooler_output=tuple(videos),
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+        )
 
 
 class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
@@ -294,7 +224,7 @@ class LlavaNextVideoAnyResPreTrainedModel(PreTrainedModel):
         apply(self, self._initialize_weights, self.is_custom_code())
 
 
-class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTrainedModel):
+class LlavaNextVideoAnyResModel(TowerVideoFeatures, LlavaNextVideoAnyResPreTrainedModel):
     """Vision tower + projector + language model (no LM head)."""
 
     def __init__(self, config: LlavaNextVideoAnyResConfig):
@@ -312,45 +242,6 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    # ---- vision ---------------------------------------------------------------------------
-    def _select_layers(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        layers = self.config.vision_feature_layer
-        if isinstance(layers, int):
-            return hidden_states[layers]
-        return torch.cat([hidden_states[i] for i in layers], dim=-1)
-
-    def _run_tower(self, pixel_values: torch.Tensor, **kwargs) -> tuple[ModelOutput, torch.Tensor]:
-        """Tower outputs (hidden states always, attentions when asked) and the selected-layer features."""
-        kwargs["output_hidden_states"] = True  # the selected layers are hidden states
-        out = self.vision_tower(pixel_values.to(self.vision_tower.dtype), return_dict=True, **kwargs)
-        return out, self._select_layers(out.hidden_states)
-
-    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) -> features of the selected tower layers (N, L, Dv * num_feature_layers).
-
-        ``L`` is ``grid**2`` plus a leading CLS feature for CLIP towers; callers keep the last
-        ``grid**2`` (the patch grid) except for an image's base view under ``"full"`` selection.
-        """
-        return self._run_tower(pixel_values)[1]
-
-    def _check_feature_args(self, vision_feature_layer: Any, vision_feature_select_strategy: Any) -> None:
-        # transformers lets callers override these per call; our token layout (processor, vLLM,
-        # placeholder counts) is fixed by the config, so only the config's values are accepted
-        for name, value in (
-            ("vision_feature_layer", vision_feature_layer),
-            ("vision_feature_select_strategy", vision_feature_select_strategy),
-        ):
-            if value is not None and value != getattr(self.config, name):
-                raise ValueError(
-                    f"{name}={value!r} differs from the config's {getattr(self.config, name)!r}: the visual "
-                    "token layout is fixed by the config (change it there, and rebuild the processor)"
-                )
-
-    def _video_frames(
-        self, pixel_values_videos: torch.Tensor | list[torch.Tensor], video_num_frames: torch.Tensor | None
-    ) -> tuple[torch.Tensor, list[int]]:
-        return video_frames(pixel_values_videos, video_num_frames)
-
     def _image_crops(
         self, pixel_values: torch.Tensor, image_sizes: torch.Tensor
     ) -> tuple[torch.Tensor, list]:
@@ -363,45 +254,6 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
                 f"pixel_values must be (images, crops, 3, H, W) or (crops, 3, H, W), got {tuple(pixel_values.shape)}"
             )
         return pixel_values, sizes
-
-    @can_return_tuple
-    def get_video_features(
-        self,
-        pixel_values_videos: torch.Tensor | list[torch.Tensor],
-        video_num_frames: torch.Tensor | None = None,
-        vision_feature_layer: int | list[int] | None = None,
-        vision_feature_select_strategy: str | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
-        """Videos -> the tower's outputs plus one (num_video_tokens(T_i), D) tensor per video.
-
-        Args:
-            pixel_values_videos: (B, T_max, 3, H, W) zero-padded over frames with ``video_num_frames``
-                (B,) giving each video's real length (all T_max when omitted), or a list of (T_i, 3, H, W).
-            vision_feature_layer / vision_feature_select_strategy: accepted for transformers'
-                signature; only the config's values are allowed (the token layout depends on them).
-            kwargs: ``output_attentions`` (the tower's attentions), ``return_dict`` (``False``: a tuple).
-
-        Returns:
-            ``BaseModelOutputWithPooling`` as transformers' LLaVA-NeXT-Video: ``last_hidden_state`` /
-            ``hidden_states`` / ``attentions`` of the vision tower over all real frames
-            (sum T_i, L, Dv), and ``pooler_output``: a tuple with one (num_video_tokens(T_i), D)
-            tensor per video, the features scattered at its ``<video>`` tokens (flat over frames,
-            newlines included, where transformers gives (T_i, tokens_per_frame, D)).
-        """
-        self._check_feature_args(vision_feature_layer, vision_feature_select_strategy)
-        kwargs.pop("output_hidden_states", None)  # always returned, as transformers does
-        if len(pixel_values_videos) == 0:  # a batch without videos (collators may send an empty tensor)
-            return BaseModelOutputWithPooling(pooler_output=())
-        frames, lengths = self._video_frames(pixel_values_videos, video_num_frames)
-        out, selected = self._run_tower(frames, **kwargs)
-        videos = self.split_videos(self.encode_frames(frames, features=selected), lengths)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=out.last_hidden_state,
-            pooler_output=tuple(videos),
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-        )
 
     @can_return_tuple
     def get_image_features(
@@ -439,31 +291,6 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
             hidden_states=out.hidden_states,
             attentions=out.attentions,
         )
-
-    # ---- merge ----------------------------------------------------------------------------
-    def _placeholder_mask(
-        self, input_ids: torch.Tensor | None, embeds: torch.Tensor, token_id: int
-    ) -> torch.Tensor:
-        if input_ids is not None:
-            return input_ids == token_id
-        ref = self.get_input_embeddings()(torch.tensor(token_id, device=embeds.device))
-        return (embeds == ref).all(-1)
-
-    def _scatter(
-        self, embeds: torch.Tensor, mask: torch.Tensor, features: list[torch.Tensor], kind: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = torch.cat(features, dim=0).to(embeds.device, embeds.dtype)
-        n_tokens = mask.sum()
-        if torch.compiler.is_compiling():
-            # a hint for the tracer instead of a graph break (as transformers' torch_compilable_check)
-            torch._check_tensor_all(n_tokens == flat.shape[0])
-        elif int(n_tokens) != flat.shape[0]:
-            raise PlaceholderMismatchError(
-                f"The prompt has {int(n_tokens)} <{kind}> tokens but the {len(features)} {kind}(s) given produce "
-                f"{flat.shape[0]} features; expand each <{kind}> placeholder with the processor "
-                f"(one placeholder per {kind}, in order)."
-            )
-        return embeds.masked_scatter(mask.unsqueeze(-1).to(embeds.device), flat), flat
 
     @can_return_tuple
     def forward(
@@ -510,17 +337,17 @@ class LlavaNextVideoAnyResModel(VisualTokenLayout, LlavaNextVideoAnyResPreTraine
             crops, sizes = self._image_crops(pixel_values, image_sizes)
             features = self.embed_images(crops, sizes)
         if features:
-            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
-            inputs_embeds, image_feats = self._scatter(inputs_embeds, mask, features, "image")
+            mask = self.placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
+            inputs_embeds, image_feats = self.scatter_features(inputs_embeds, mask, features, "image")
         features = None
         if encoded.get("video") is not None:
             features = list(encoded["video"].pooler_output)
         elif has_videos:
-            frames, lengths = self._video_frames(pixel_values_videos, video_num_frames)
+            frames, lengths = video_frames(pixel_values_videos, video_num_frames)
             features = self.split_videos(self.encode_frames(frames), lengths)
         if features:
-            mask = self._placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
-            inputs_embeds, video_feats = self._scatter(inputs_embeds, mask, features, "video")
+            mask = self.placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
+            inputs_embeds, video_feats = self.scatter_features(inputs_embeds, mask, features, "video")
         out = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -636,8 +463,7 @@ def register_auto_classes() -> None:
 
 
 __all__ = [
-    "VisualTokenLayout",
-    "num_image_crops",
+    "TowerVideoFeatures",
     "LlavaNextVideoAnyResForConditionalGeneration",
     "LlavaNextVideoAnyResModel",
     "LlavaNextVideoAnyResPreTrainedModel",

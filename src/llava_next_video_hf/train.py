@@ -527,46 +527,33 @@ def cache_video_features(
 ) -> list[torch.Tensor]:
     """The frozen part of the video path, once per clip: one tensor per video, in batch order.
 
-    ``pixel_values_videos`` (B, T_max, 3, H, W) (zero-padded, ``video_num_frames`` (B,)). Returns the
-    vision tower's selected features without CLS, pooled when the config pools before the projector:
-    (T_i, side*side, Dv) each (else (T_i, grid*grid, Dv)). Feed them to [`embed_with_cached_video`].
+    ``pixel_values_videos`` (B, T_max, 3, H, W) (zero-padded, ``video_num_frames`` (B,)). Returns
+    [`VisualTokenLayout.frame_features`] of the vision tower's output: (T_i, side*side, Dv) each when
+    the config pools before the projector, else (T_i, grid*grid, Dv). Feed them to
+    [`embed_with_cached_video`].
     """
-    from .modeling import spatial_pool, video_frames
+    from .layout import video_frames
 
     net = _unwrap(model).model
-    cfg, grid = net.config, net.grid
     frames, lengths = video_frames(pixel_values_videos, video_num_frames)
     with torch.no_grad():
-        feats = net.vision_features(frames)[:, -(grid**2) :]  # (sum T, grid*grid, Dv)
-        if cfg.spatial_pool_position == "before_projector":
-            feats = spatial_pool(feats, grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
+        feats = net.frame_features(net.vision_features(frames))  # (sum T, tokens, Dv)
     return list(torch.split(feats, lengths))
 
 
 def embed_with_cached_video(model: Any, input_ids: torch.Tensor, cached: list[torch.Tensor]) -> torch.Tensor:
     """``inputs_embeds`` (B, L, D) for ``input_ids`` with the videos' tokens built from cached features.
 
-    The trainable rest of the video path (projector, pooling after it, newlines) runs here as in
-    ``VisualTokenLayout.encode_frames`` / ``split_videos``.
+    The trainable rest of the video path runs here through the model's own layout code:
+    [`VisualTokenLayout.project_frames`] (projector, pooling after it, newlines), ``split_videos``
+    and ``scatter_features``.
     """
-    from .modeling import add_frame_newlines, spatial_pool
-
     net = _unwrap(model).model
-    cfg = net.config
     embeds = net.get_input_embeddings()(input_ids)
-    per_frame = net.multi_modal_projector(torch.cat(cached))  # (sum T, tokens, D)
-    if cfg.spatial_pool_position == "after_projector":
-        per_frame = spatial_pool(per_frame, net.grid, cfg.spatial_pool_stride, cfg.spatial_pool_mode)
-    per_frame = add_frame_newlines(
-        per_frame, net.image_newline.to(per_frame.dtype), cfg.video_newline_position
-    )
-    flat = torch.cat(net.split_videos(per_frame, [len(c) for c in cached])).to(embeds.dtype)
-    mask = (input_ids == cfg.video_token_id).unsqueeze(-1)
-    if int(mask.sum()) != flat.shape[0]:
-        raise LlavaNextVideoError(
-            f"{int(mask.sum())} <video> tokens but {flat.shape[0]} cached video features"
-        )
-    return embeds.masked_scatter(mask, flat)
+    per_frame = net.project_frames(torch.cat(cached))  # (sum T, tokens_per_frame, D)
+    videos = net.split_videos(per_frame, [len(c) for c in cached])
+    mask = net.placeholder_mask(input_ids, embeds, net.config.video_token_id)
+    return net.scatter_features(embeds, mask, videos, "video")[0]
 
 
 # ============================================================================ the CLI job

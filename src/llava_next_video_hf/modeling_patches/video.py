@@ -35,7 +35,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import UnsupportedModelError
-from ..modeling import LlavaNextVideoAnyResModel, VisualTokenLayout
+from ..modeling import TowerVideoFeatures
 from ._common import (
     MISSING,
     VIDEO_CLASSES,
@@ -52,23 +52,14 @@ from .rope_scaling import _linear_factor, _original_context, scale_rope, text_co
 VIDEO_TOKEN = "<video>"
 
 
-class _VideoPath(VisualTokenLayout):
+class _VideoPath(TowerVideoFeatures):
     """Our model's video code running on a stock model's modules.
 
-    The methods are [`VisualTokenLayout`]'s and [`LlavaNextVideoAnyResModel`]'s own, not copies: frames go through the vision
-    tower, ``spatial_pool``, the projector and ``add_frame_newlines`` exactly as in our model, with
-    the options read from ``config`` (a [`LlavaNextVideoAnyResConfig`] describing the patched model).
-    Not an ``nn.Module``: it holds references, so the model's state dict does not change.
+    The methods are [`TowerVideoFeatures`]'s (our model's own, not copies): frames go through the
+    vision tower, ``spatial_pool``, the projector and ``add_frame_newlines`` exactly as in our model,
+    with the options read from ``config`` (a [`LlavaNextVideoAnyResConfig`] describing the patched
+    model). Not an ``nn.Module``: it holds references, so the model's state dict does not change.
     """
-
-    vision_features = LlavaNextVideoAnyResModel.vision_features
-    get_video_features = LlavaNextVideoAnyResModel.get_video_features
-    _run_tower = LlavaNextVideoAnyResModel._run_tower
-    _select_layers = LlavaNextVideoAnyResModel._select_layers
-    _video_frames = LlavaNextVideoAnyResModel._video_frames
-    _check_feature_args = LlavaNextVideoAnyResModel._check_feature_args
-    _placeholder_mask = LlavaNextVideoAnyResModel._placeholder_mask
-    _scatter = LlavaNextVideoAnyResModel._scatter
 
     def __init__(self, base: nn.Module, config: LlavaNextVideoAnyResConfig):
         self.base = base  # the stock LlavaNextModel / LlavaNextVideoModel
@@ -126,8 +117,8 @@ def _video_forward(model: nn.Module, stock: Callable, kwargs: dict[str, Any]) ->
         raise ValueError("Pass exactly one of input_ids or inputs_embeds")
     if embeds is None:
         embeds = model.get_input_embeddings()(input_ids)  # (B, L, D)
-    mask = path._placeholder_mask(input_ids, embeds, path.config.video_token_id)  # (B, L)
-    embeds, _ = path._scatter(embeds, mask, features, "video")
+    mask = path.placeholder_mask(input_ids, embeds, path.config.video_token_id)  # (B, L)
+    embeds, _ = path.scatter_features(embeds, mask, features, "video")
     return stock(model, inputs_embeds=embeds, **kwargs)
 
 

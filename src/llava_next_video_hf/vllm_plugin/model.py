@@ -72,7 +72,7 @@ from vllm.sequence import IntermediateTensors
 
 from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import ContextLengthError, ImageLoadError
-from ..modeling import VisualTokenLayout, drop_padding, num_image_crops
+from ..layout import VisualTokenLayout, drop_padding, num_image_crops
 from . import video_loader
 
 #: Keyword arguments of our processors that ``--mm-processor-kwargs``/``mm_processor_kwargs`` may set.
