@@ -6,6 +6,7 @@ same state dict. Logits must agree within 1e-4 (fp32) and greedy generations tok
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -293,7 +294,9 @@ def test_rope_rule_matches_reference_formula(frames, factor):
     assert rope.rope_factor(rope.num_video_tokens(frames), 4096) == factor
     config = testing.tiny_config(max_frames=frames, rope_scaling_factor="auto")
     assert config.linear_rope_factor == factor
-    assert config.text_config.max_position_embeddings == 4096 * factor
+    # one source of truth, read as transformers and vLLM read it: trained context x factor
+    assert config.text_config.max_position_embeddings == 4096
+    assert config.context_length == 4096 * factor and config.trained_context_length == 4096
     if factor > 1:
         assert config.text_config.rope_parameters["rope_type"] == "linear"
         assert config.text_config.rope_parameters["factor"] == factor
@@ -309,8 +312,22 @@ def test_config_serialises_losslessly(tmp_path):
     config.save_pretrained(tmp_path)
     again = lnv.LlavaNextVideoAnyResConfig.from_pretrained(tmp_path)
     assert again.to_dict() == config.to_dict()
-    assert again.text_config.max_position_embeddings == 4096 * 2
+    assert again.context_length == 4096 * 2 and again.text_config.max_position_embeddings == 4096
+    assert "original_max_position_embeddings" not in again.to_dict()  # the context is stored once
     assert again.rope_scaling_factor == "auto"  # the intent survives, not just its value
+
+
+def test_config_saved_with_a_stretched_context_loads_with_the_trained_one(tmp_path):
+    """Configs written before the context was stored once kept ``max_position_embeddings`` stretched by
+    the factor and the trained length in ``original_max_position_embeddings``."""
+    config = testing.tiny_config(rope_scaling_factor=2)
+    legacy = config.to_dict()
+    legacy["text_config"]["max_position_embeddings"] = 8192
+    legacy["original_max_position_embeddings"] = 4096
+    (tmp_path / "config.json").write_text(json.dumps(legacy))
+    again = lnv.LlavaNextVideoAnyResConfig.from_pretrained(tmp_path)
+    assert (again.trained_context_length, again.context_length, again.linear_rope_factor) == (4096, 8192, 2)
+    assert "original_max_position_embeddings" not in again.to_dict()
 
 
 def test_frame_budget_at_load_time_rederives_the_factor(tiny_ckpt):
@@ -318,7 +335,8 @@ def test_frame_budget_at_load_time_rederives_the_factor(tiny_ckpt):
         tiny_ckpt, max_frames=56, rope_scaling_factor="auto"
     )
     assert model.config.linear_rope_factor == 3
-    assert model.config.text_config.max_position_embeddings == 3 * 4096
+    assert model.config.context_length == 3 * 4096
+    assert model.config.text_config.max_position_embeddings == 4096
     assert model.config.max_frames == 56
     rotary = model.model.language_model.rotary_emb
     plain = testing.make_tiny_model(0).model.language_model.rotary_emb

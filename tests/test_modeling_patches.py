@@ -29,11 +29,11 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 import llava_next_video_hf as lnv
 from llava_next_video_hf import testing
-from llava_next_video_hf.configuration import apply_linear_rope
+from llava_next_video_hf.configuration import apply_linear_rope, context_length_of
 from llava_next_video_hf.errors import PlaceholderMismatchError, UnsupportedModelError
 from llava_next_video_hf.modeling_patches import (
-    derived_config,
     enable_video,
+    equivalent_config,
     get_patch_state,
     make_video_processor,
     patched,
@@ -112,7 +112,7 @@ def test_patched_image_model_matches_our_model_on_video(tokenizer, options, conf
 
     frames = 2
     n = ours.config.num_video_tokens(frames)
-    assert derived_config(stock).num_video_tokens(frames) == n
+    assert equivalent_config(stock).num_video_tokens(frames) == n
     ids = torch.tensor([_prompt(tokenizer, [(tokenizer.video_token_id, n)])])
     video = _video(frames)
     with torch.no_grad():
@@ -123,11 +123,11 @@ def test_patched_image_model_matches_our_model_on_video(tokenizer, options, conf
 
 def test_default_token_layout_and_frame_count_fit_the_context(tokenizer):
     stock = enable_video(testing.make_llava_hf_image_model(0, tokenizer), tokenizer=tokenizer)
-    config = derived_config(stock)
+    config = equivalent_config(stock)
     assert config.num_video_tokens(3) == 3 * 12 * 12  # 336/14 = 24, pooled 2x2 -> 12x12
     assert config.context_length == 4096 and config.num_frames == (4096 - 1000) // 144  # 21 frames + text
     enable_video(stock, tokenizer=tokenizer, max_frames=32)  # factor 2: 32 frames fit
-    assert derived_config(stock).context_length == 8192 and derived_config(stock).num_frames == 32
+    assert equivalent_config(stock).context_length == 8192 and equivalent_config(stock).num_frames == 32
 
 
 def test_generate_with_image_and_video_matches_our_model(tokenizer):
@@ -232,7 +232,8 @@ def test_max_frames_scales_rope_like_our_auto_config_and_generates_past_the_cont
     factor = math.ceil((2 * 144 + 1000) / 256)  # the reference recipe, written out
     text = stock.config.text_config
     assert text.rope_parameters["rope_type"] == "linear" and text.rope_parameters["factor"] == factor
-    assert text.max_position_embeddings == 256 * factor == ours.config.text_config.max_position_embeddings
+    assert context_length_of(text) == 256 * factor == ours.config.context_length
+    assert text.max_position_embeddings == 256  # the trained context, stored once
     rotary = stock.model.language_model.rotary_emb
     assert torch.allclose(rotary.inv_freq, ours.model.language_model.rotary_emb.inv_freq, rtol=0, atol=0)
 
@@ -320,7 +321,7 @@ def test_undo_and_context_manager_restore_the_original_model(tokenizer):
         plain = stock(input_ids=ids).logits
         with patched(stock, tokenizer=tokenizer, max_frames=8, newline_position="grid") as m:
             assert m is stock and "forward" in stock.__dict__
-            assert stock.config.text_config.max_position_embeddings > 256
+            assert context_length_of(stock.config.text_config) > 256
             assert not torch.equal(rotary.inv_freq, inv_freq)
             with pytest.raises(ValueError, match="already patched"), patched(stock):
                 pass
@@ -412,7 +413,8 @@ def test_scale_rope_equals_a_model_built_scaled_and_reverses_exactly(cls_config,
         plain = model(ids).logits
         scale_rope(model, 2)
         scale_rope(model, 2)  # absolute: stays 2, not 4
-        assert model.config.rope_parameters["factor"] == 2.0 and model.config.max_position_embeddings == 64
+        assert model.config.rope_parameters["factor"] == 2.0 and model.config.max_position_embeddings == 32
+        assert context_length_of(model.config) == 64
         assert torch.equal(rotary.inv_freq, reference.model.rotary_emb.inv_freq)
         assert (model(ids).logits - reference(ids).logits).abs().max().item() <= 1e-5
     assert _same_weights(weights, _snapshot(model))
@@ -433,7 +435,7 @@ def test_scale_rope_on_our_model_keeps_its_config_consistent(tokenizer):
     built_scaled.load_state_dict(ours.state_dict())
     scale_rope(ours, 3)
     assert ours.config.rope_scaling_factor == 3 and ours.config.context_length == 1536
-    assert ours.config.linear_rope_factor == 3 and ours.config.original_max_position_embeddings == 512
+    assert ours.config.linear_rope_factor == 3 and ours.config.trained_context_length == 512
     reloaded = type(ours.config).from_dict(ours.config.to_dict())  # what save_pretrained would write
     assert reloaded.context_length == 1536 and reloaded.linear_rope_factor == 3
     ids = torch.randint(10, 100, (1, 40), generator=torch.Generator().manual_seed(0))
@@ -452,12 +454,13 @@ def test_scale_rope_max_frames_needs_a_video_model():
 
 def test_already_linear_model_keeps_its_original_context(tokenizer):
     model = _tiny_lm(LlamaConfig, LlamaForCausalLM)
-    apply_linear_rope(model.config, 2.0, 32)  # a checkpoint saved at factor 2, context 64
+    apply_linear_rope(model.config, 2.0)  # a checkpoint saved at factor 2: trained 32, context 64
     model = LlamaForCausalLM(model.config).eval()
     scale_rope(model, 4)
-    assert model.config.max_position_embeddings == 128 and model.config.rope_parameters["factor"] == 4.0
+    assert context_length_of(model.config) == 128 and model.config.rope_parameters["factor"] == 4.0
+    assert model.config.max_position_embeddings == 32
     scale_rope(model, 2)  # its own factor: back to the saved state
-    assert get_patch_state(model) is None and model.config.max_position_embeddings == 64
+    assert get_patch_state(model) is None and context_length_of(model.config) == 64
 
 
 def test_deepcopy_of_a_patched_model_runs_on_its_own_modules(tokenizer):
@@ -472,4 +475,4 @@ def test_deepcopy_of_a_patched_model_runs_on_its_own_modules(tokenizer):
         twin.model.multi_modal_projector.linear_2.bias.add_(1.0)  # only the copy changes
         assert torch.equal(stock(input_ids=ids, pixel_values_videos=video).logits, expected)
     undo(twin)
-    assert get_patch_state(stock) is not None and stock.config.text_config.max_position_embeddings == 8192
+    assert get_patch_state(stock) is not None and context_length_of(stock.config.text_config) == 8192

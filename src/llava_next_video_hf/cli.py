@@ -179,7 +179,7 @@ def generate(
     except OSError as err:
         raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {_first_line(err)}") from err
     if rope_factor is not None and getattr(net.config, "context_length", None):
-        processor.context_length = int(net.config.context_length)  # the stretched context
+        processor.context_length = int(net.config.context_length)  # trained context x the new factor
     frames = dict(num_frames=num_frames, fps=fps, max_frames=max_frames)
     frame_kwargs = {k: v for k, v in frames.items() if v is not None}
     inputs = processor.apply_chat_template(

@@ -85,27 +85,29 @@ def linear_rope_factor(*configs: dict | None) -> float | None:
     return None
 
 
-def _normalize_text_rope(text: dict) -> tuple[dict, float | None, int | None]:
+def _normalize_text_rope(text: dict) -> tuple[dict, float | None]:
     """Take a linear factor out of a text config dict (our config re-applies it by the rule).
 
-    Returns (text config without the factor, factor or None, the context the LLM was trained with).
-    Other RoPE scalings (dynamic, yarn, llama3, ...) stay in the text config as they are.
+    Returns (text config without the factor, factor or None). ``max_position_embeddings`` ends up
+    the context the LLM was trained with (from ``rope_parameters["original_max_position_embeddings"]``
+    when a config records it there). Other RoPE scalings (dynamic, yarn, llama3, ...) stay as they are.
     """
     text = dict(text)
     factor = linear_rope_factor(text)
     params = text.get("rope_parameters") or text.get("rope_scaling") or {}
-    original = params.get("original_max_position_embeddings") or text.get("max_position_embeddings")
     if _rope_type(text) == "linear":  # stray top-level keys
         for key in ("type", "rope_type", "factor"):
             text.pop(key, None)
     if factor is not None:
+        if params.get("original_max_position_embeddings"):
+            text["max_position_embeddings"] = int(params["original_max_position_embeddings"])
         theta = params.get("rope_theta", text.get("rope_theta"))
         for key in ("rope_scaling", "rope_theta"):
             text.pop(key, None)
         text["rope_parameters"] = {"rope_type": "default", **({"rope_theta": theta} if theta else {})}
         if factor == 1.0:
             factor = None
-    return text, factor, int(original) if original else None
+    return text, factor
 
 
 @dataclass
@@ -127,9 +129,9 @@ class Settings:
         keys = ("spatial_pool_stride", "spatial_pool_mode", "spatial_pool_position", "video_newline_position")
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
-    def rope(self, source_factor: float | None, original: int | None) -> dict:
+    def rope(self, source_factor: float | None) -> dict:
         """Config fields for the RoPE request: flags win over the factor found in the checkpoint."""
-        fields: dict[str, Any] = {"original_max_position_embeddings": original}
+        fields: dict[str, Any] = {}
         if self.num_frames is not None:
             fields["num_frames"] = self.num_frames
         if self.max_frames is not None:
@@ -180,7 +182,7 @@ def config_from_llava_hf(
         raise ConversionError(
             f"not a llava-hf config: model_type {kind!r} (expected llava_next_video or llava_next)"
         )
-    text, factor, original = _normalize_text_rope(config_dict.get("text_config") or {})
+    text, factor = _normalize_text_rope(config_dict.get("text_config") or {})
     fields = {
         "image_token_id": config_dict.get("image_token_index", config_dict.get("image_token_id", 32000)),
         "video_token_id": video_token_id,
@@ -188,7 +190,7 @@ def config_from_llava_hf(
         **{k: config_dict[k] for k in _SHARED_FIELDS if k in config_dict},
         **video,
         **settings.video(),
-        **settings.rope(factor, original),
+        **settings.rope(factor),
     }
     return build_config(text or None, config_dict.get("vision_config"), fields)
 
@@ -495,7 +497,7 @@ def config_from_lmms_lab(
     _check_aspect_ratio(
         cfg.get("image_aspect_ratio", "anyres"), pinpoints or DEFAULT_GRID_PINPOINTS, image_size
     )
-    text, factor, original = _normalize_text_rope(_lmms_lab_text_config(cfg))
+    text, factor = _normalize_text_rope(_lmms_lab_text_config(cfg))
     fields = {
         "image_token_id": image_token_id,
         "video_token_id": video_token_id,
@@ -506,7 +508,7 @@ def config_from_lmms_lab(
         "tie_word_embeddings": cfg.get("tie_word_embeddings", False),
         **_lmms_lab_video_settings(cfg, notes, settings),
         **settings.video(),
-        **settings.rope(factor, original),
+        **settings.rope(factor),
     }
     return build_config(text, vision, fields)
 

@@ -41,10 +41,10 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         max_frames: the frame budget (upper bound when sampling by fps; drives ``rope_scaling_factor="auto"``).
         rope_scaling_factor: ``None`` keeps the text config's RoPE, ``"auto"`` derives the linear factor
             from ``max_frames`` (or ``num_frames``) by [`rope.rope_factor`], a number sets it explicitly.
-            The factor is written into ``text_config`` at init (see ``linear_rope_factor``) and
-            ``text_config.max_position_embeddings`` becomes ``original_max_position_embeddings * factor``.
-        original_max_position_embeddings: the context the LLM was trained with (defaults to the text
-            config's ``max_position_embeddings`` before any scaling by this config).
+            The factor is written into ``text_config.rope_parameters`` at init (see
+            ``linear_rope_factor``); ``text_config.max_position_embeddings`` stays the context the
+            LLM was trained with, and ``context_length`` (positions usable) is the two multiplied —
+            the convention of transformers' configs and of vLLM's ``max_model_len``.
     """
 
     model_type = "llava_next_video_anyres"
@@ -68,7 +68,6 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
     num_frames: int = 32
     max_frames: int | None = None
     rope_scaling_factor: float | int | str | None = None
-    original_max_position_embeddings: int | None = None
 
     def __post_init__(self, **kwargs):
         if isinstance(self.vision_config, dict):
@@ -94,6 +93,9 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
             raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {self.max_frames}")
+        legacy = kwargs.pop("original_max_position_embeddings", None)
+        if legacy:  # earlier builds stretched max_position_embeddings and kept the trained length here
+            self.text_config.max_position_embeddings = int(legacy)
         self._resolve_rope()
         super().__post_init__(**kwargs)
 
@@ -104,29 +106,24 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         ``rope_scaling_factor`` keeps what was asked (``"auto"`` stays ``"auto"``, so a new frame
         budget at load time re-derives the factor); the factor in force is [`linear_rope_factor`].
         """
-        if self.original_max_position_embeddings is None:
-            self.original_max_position_embeddings = int(self.text_config.max_position_embeddings)
         requested = self.rope_scaling_factor
         if requested is None:
             return  # leave the LLM's RoPE as it is (a linear factor already there stays in force)
         if requested == "auto":
             frames = self.max_frames or self.num_frames
-            factor = float(
-                rope.rope_factor(self.num_video_tokens(frames), self.original_max_position_embeddings)
-            )
+            factor = float(rope.rope_factor(self.num_video_tokens(frames), self.trained_context_length))
         elif isinstance(requested, str):
             raise ValueError(f"rope_scaling_factor must be None, 'auto' or a number >= 1, got {requested!r}")
         else:
             factor = float(requested)
         if factor < 1:
             raise ValueError(f"rope_scaling_factor must be >= 1, got {factor}")
-        apply_linear_rope(self.text_config, factor, self.original_max_position_embeddings)
+        apply_linear_rope(self.text_config, factor)
 
     @property
     def linear_rope_factor(self) -> float:
         """The linear RoPE factor in force in ``text_config`` (1.0 when positions are not scaled)."""
-        params = getattr(self.text_config, "rope_parameters", None) or {}
-        return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
+        return linear_factor_of(self.text_config)
 
     @classmethod
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
@@ -151,7 +148,12 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
     # ---- token math (delegates to rope.py) ------------------------------------------------
     @property
     def context_length(self) -> int:
-        """Positions the language model can use at its current RoPE factor."""
+        """Positions the language model can use at its current RoPE factor (see [`context_length_of`])."""
+        return context_length_of(self.text_config)
+
+    @property
+    def trained_context_length(self) -> int:
+        """Positions the language model was trained with (``text_config.max_position_embeddings``)."""
         return int(self.text_config.max_position_embeddings)
 
     @property
@@ -185,8 +187,25 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         )
 
 
-def apply_linear_rope(text_config: PreTrainedConfig, factor: float, original_context: int) -> None:
-    """Set linear RoPE scaling ``factor`` on ``text_config`` and stretch its context to match.
+def linear_factor_of(text_config: PreTrainedConfig) -> float:
+    """The linear RoPE factor in force in a text config (1.0 when positions are not scaled)."""
+    params = getattr(text_config, "rope_parameters", None) or {}
+    return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
+
+
+def context_length_of(text_config: PreTrainedConfig) -> int:
+    """Positions a language model can use: ``max_position_embeddings`` (trained) x its linear RoPE factor.
+
+    The one source of truth is the text config as transformers and vLLM read it: the trained context
+    in ``max_position_embeddings``, the factor in ``rope_parameters``; vLLM's default ``max_model_len``
+    is this product too.
+    """
+    return int(round(int(text_config.max_position_embeddings) * linear_factor_of(text_config)))
+
+
+def apply_linear_rope(text_config: PreTrainedConfig, factor: float) -> None:
+    """Set linear RoPE scaling ``factor`` on ``text_config`` (``max_position_embeddings`` keeps the
+    trained context; see [`context_length_of`]).
 
     ``factor == 1`` restores plain RoPE. Only the ``rope_parameters`` keys this rule owns change.
     """
@@ -197,7 +216,6 @@ def apply_linear_rope(text_config: PreTrainedConfig, factor: float, original_con
     else:
         params.update(rope_type="linear", factor=float(factor))
     text_config.rope_parameters = params
-    text_config.max_position_embeddings = int(round(original_context * factor))
 
 
-__all__ = ["LlavaNextVideoAnyResConfig", "apply_linear_rope"]
+__all__ = ["LlavaNextVideoAnyResConfig", "apply_linear_rope", "context_length_of", "linear_factor_of"]

@@ -944,7 +944,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             "spatial_pool_mode": config.spatial_pool_mode,
             "video_newline_position": config.video_newline_position,
             "context_length": int(config.context_length),
-            "original_context_length": int(config.original_max_position_embeddings or config.context_length),
+            "original_context_length": int(config.trained_context_length),
             "image_token": token(config.image_token_id, "<image>"),
             "video_token": token(config.video_token_id, "<video>"),
         }

@@ -36,8 +36,8 @@ from .rope_scaling import SUPPORTED_TEXT_MODEL_TYPES, rotary_modules, scale_rope
 from .video import (
     VIDEO_TOKEN,
     add_video_token,
-    derived_config,
     enable_video,
+    equivalent_config,
     make_video_processor,
     undo_video,
 )
@@ -81,7 +81,7 @@ __all__ = [
     "PatchState",
     "VideoOptions",
     "add_video_token",
-    "derived_config",
+    "equivalent_config",
     "enable_video",
     "get_patch_state",
     "make_video_processor",

@@ -2,8 +2,8 @@
 
 Linear position interpolation with factor ``f`` makes position ``p`` rotate like ``p / f`` did
 (``inv_freq / f``), so ``f`` times more positions fit the angles the model was trained on. A patch
-updates the text config (``rope_parameters`` and ``max_position_embeddings``, through
-[`configuration.apply_linear_rope`]) *and* rebuilds every rotary module's ``inv_freq`` buffers the
+updates the text config (``rope_parameters``, through [`configuration.apply_linear_rope`];
+``max_position_embeddings`` keeps the trained context) *and* rebuilds every rotary module's ``inv_freq`` buffers the
 way the module's own ``__init__`` does, since transformers computes them once at construction.
 
 ``factor`` is absolute: ``scale_rope(m, 2)`` twice stays at 2, and the model's own factor
@@ -19,7 +19,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from .. import rope
-from ..configuration import LlavaNextVideoAnyResConfig, apply_linear_rope
+from ..configuration import LlavaNextVideoAnyResConfig, apply_linear_rope, linear_factor_of
 from ..errors import UnsupportedModelError
 from ._common import RopePatch, drop_state_if_empty, ensure_state, get_patch_state, video_token_kwargs
 
@@ -49,11 +49,6 @@ def rotary_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _linear_factor(config: PreTrainedConfig) -> float:
-    params = getattr(config, "rope_parameters", None) or {}
-    return float(params.get("factor", 1.0)) if params.get("rope_type") == "linear" else 1.0
-
-
 def _check_supported(model: nn.Module) -> tuple[PreTrainedConfig, list[nn.Module]]:
     """The text config and rotary modules of a model `scale_rope` can patch; raises otherwise."""
     name = type(model).__name__
@@ -80,16 +75,6 @@ def _check_supported(model: nn.Module) -> tuple[PreTrainedConfig, list[nn.Module
     return cfg, rotaries
 
 
-def _original_context(model: nn.Module, cfg: PreTrainedConfig) -> int:
-    """Positions the LLM was trained with: our config records it; otherwise context / current linear factor."""
-    if isinstance(model.config, LlavaNextVideoAnyResConfig) and model.config.original_max_position_embeddings:
-        return int(model.config.original_max_position_embeddings)
-    params = getattr(cfg, "rope_parameters", None) or {}
-    if params.get("original_max_position_embeddings"):
-        return int(params["original_max_position_embeddings"])
-    return int(round(cfg.max_position_embeddings / _linear_factor(cfg)))
-
-
 def _distinct_configs(cfg: PreTrainedConfig, rotaries: list[nn.Module]) -> list[PreTrainedConfig]:
     """The text config plus any distinct config object a rotary module holds (usually the same one)."""
     seen, configs = set(), []
@@ -114,7 +99,7 @@ def _snapshot(model: nn.Module, cfg: PreTrainedConfig, rotaries: list[nn.Module]
     top = None
     if isinstance(model.config, LlavaNextVideoAnyResConfig):
         top = (model.config, model.config.rope_scaling_factor)
-    factor = _linear_factor(cfg)
+    factor = linear_factor_of(cfg)
     return RopePatch(original, factor, factor, configs, saved_rotaries, top)
 
 
@@ -156,11 +141,11 @@ def scale_rope(model: nn.Module, factor: float | None = None, *, max_frames: int
         model: a loaded transformers causal LM, a LLaVA model (``config.text_config``) or our
             [`LlavaNextVideoAnyResForConditionalGeneration`], whose language model is one of
             ``SUPPORTED_TEXT_MODEL_TYPES`` with plain or linear RoPE.
-        factor: the linear factor (``>= 1``). ``max_position_embeddings`` becomes
-            ``original_context * factor``. The model's own factor (1 for an unscaled model)
-            restores the saved config and buffers exactly.
+        factor: the linear factor (``>= 1``); the usable context becomes
+            ``max_position_embeddings * factor`` (``configuration.context_length_of``). The model's
+            own factor (1 for an unscaled model) restores the saved config and buffers exactly.
         max_frames: instead of ``factor``, a frame budget: the factor is
-            ``rope.rope_factor(rope.num_video_tokens(max_frames, ...), original_context)`` with the
+            ``rope.rope_factor(rope.num_video_tokens(max_frames, ...), max_position_embeddings)`` with the
             model's video token layout (LLaVA models only).
 
     The weights never change; the rotary ``inv_freq`` buffers are rebuilt from the updated config.
@@ -174,7 +159,7 @@ def scale_rope(model: nn.Module, factor: float | None = None, *, max_frames: int
     cfg, rotaries = _check_supported(model)
     state = get_patch_state(model)
     patch = state.rope if state is not None else None
-    original = patch.original_context if patch is not None else _original_context(model, cfg)
+    original = patch.original_context if patch is not None else int(cfg.max_position_embeddings)
     if max_frames is not None:
         factor = rope.rope_factor(
             rope.num_video_tokens(int(max_frames), **video_token_kwargs(model)), original
@@ -184,7 +169,7 @@ def scale_rope(model: nn.Module, factor: float | None = None, *, max_frames: int
         raise ValueError(f"the RoPE factor must be >= 1, got {factor}")
 
     if patch is None:
-        if factor == _linear_factor(cfg):
+        if factor == linear_factor_of(cfg):
             return model  # the model already is what was asked for
         patch = _snapshot(model, cfg, rotaries, original)
         ensure_state(model).rope = patch
@@ -195,7 +180,7 @@ def scale_rope(model: nn.Module, factor: float | None = None, *, max_frames: int
         return model
 
     for config in _distinct_configs(cfg, rotaries):
-        apply_linear_rope(config, factor, original)
+        apply_linear_rope(config, factor)
     if patch.top_config is not None:
         model.config.rope_scaling_factor = factor if factor != 1 else None
     for rot in rotaries:

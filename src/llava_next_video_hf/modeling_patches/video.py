@@ -33,7 +33,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .. import rope
-from ..configuration import LlavaNextVideoAnyResConfig
+from ..configuration import LlavaNextVideoAnyResConfig, linear_factor_of
 from ..errors import UnsupportedModelError
 from ..modeling import TowerVideoFeatures
 from ._common import (
@@ -47,7 +47,7 @@ from ._common import (
     get_patch_state,
     stock_options,
 )
-from .rope_scaling import _linear_factor, _original_context, scale_rope, text_config
+from .rope_scaling import scale_rope, text_config
 
 VIDEO_TOKEN = "<video>"
 
@@ -201,12 +201,12 @@ def _require_video_class(model: nn.Module, what: str) -> None:
         )
 
 
-def _build_config(model: nn.Module, options: VideoOptions, video_token_id: int) -> LlavaNextVideoAnyResConfig:
+def _config_for_options(
+    model: nn.Module, options: VideoOptions, video_token_id: int
+) -> LlavaNextVideoAnyResConfig:
     """A [`LlavaNextVideoAnyResConfig`] describing the (patched) stock model; validates ``options``."""
     cfg, text = model.config, text_config(model)
-    state = get_patch_state(model)
-    original = state.rope.original_context if state and state.rope else _original_context(model, text)
-    factor = _linear_factor(text)
+    factor = linear_factor_of(text)
     config = LlavaNextVideoAnyResConfig(
         vision_config=cfg.vision_config.to_dict(),
         text_config=text.to_dict(),
@@ -224,7 +224,6 @@ def _build_config(model: nn.Module, options: VideoOptions, video_token_id: int) 
         video_newline_position=options.newline_position,
         max_frames=options.max_frames,
         rope_scaling_factor=factor if factor != 1 else None,
-        original_max_position_embeddings=original,
     )
     # frames the processor samples by default: the budget, capped by what fits the context with text
     fits = rope.max_frames_that_fit(
@@ -234,7 +233,7 @@ def _build_config(model: nn.Module, options: VideoOptions, video_token_id: int) 
     return config
 
 
-def derived_config(model: nn.Module) -> LlavaNextVideoAnyResConfig:
+def equivalent_config(model: nn.Module) -> LlavaNextVideoAnyResConfig:
     """The [`LlavaNextVideoAnyResConfig`] a patched (or LLaVA-NeXT-Video) stock model behaves like.
 
     Token math, context length and RoPE factor as the model is now: feed it to
@@ -244,7 +243,7 @@ def derived_config(model: nn.Module) -> LlavaNextVideoAnyResConfig:
     """
     if isinstance(getattr(model, "config", None), LlavaNextVideoAnyResConfig):
         return model.config
-    _require_video_class(model, "derived_config")
+    _require_video_class(model, "equivalent_config")
     state = get_patch_state(model)
     token_id = (
         state.video.video_token_id if state and state.video else getattr(model.config, "video_token_id", None)
@@ -253,7 +252,7 @@ def derived_config(model: nn.Module) -> LlavaNextVideoAnyResConfig:
         raise ValueError(
             f"{type(model).__name__} has no video token yet: call enable_video(model, tokenizer=...) first"
         )
-    return _build_config(model, default_options(model), token_id)
+    return _config_for_options(model, default_options(model), token_id)
 
 
 def make_video_processor(model: nn.Module, tokenizer_or_processor: Any, **kwargs: Any) -> Any:
@@ -264,7 +263,7 @@ def make_video_processor(model: nn.Module, tokenizer_or_processor: Any, **kwargs
     from ..processing import LlavaNextVideoAnyResProcessor
 
     tokenizer = _tokenizer_of(tokenizer_or_processor)
-    return LlavaNextVideoAnyResProcessor.from_model_config(derived_config(model), tokenizer, **kwargs)
+    return LlavaNextVideoAnyResProcessor.from_model_config(equivalent_config(model), tokenizer, **kwargs)
 
 
 # ---- install / uninstall ----------------------------------------------------------------------
@@ -346,7 +345,7 @@ def enable_video(
         newline_position: ``no_token`` (transformers' LLaVA-NeXT-Video layout) | ``one_token`` |
             ``frame`` | ``grid`` (with ``image_newline``).
         max_frames: frame budget; when given, `scale_rope` applies the linear factor
-            ``rope.rope_factor`` picks for that many frames (and raises ``max_position_embeddings``);
+            ``rope.rope_factor`` picks for that many frames (the usable context grows by that factor);
             ``None`` leaves the RoPE as it is.
         spatial_pool_position: ``before_projector`` (2024 release) or ``after_projector``.
         tokenizer: tokenizer or processor; needed when the model config has no ``video_token_id``:
@@ -381,7 +380,8 @@ def enable_video(
     token_id = (
         patch.video_token_id if patch is not None else _find_video_token(model, tokenizer, video_token_id)
     )
-    config = _build_config(model, options, -1 if token_id is None else token_id)  # validates the options
+    # validates the options
+    config = _config_for_options(model, options, -1 if token_id is None else token_id)
     if patch is None:
         config.video_token_id = add_video_token(tokenizer) if token_id is None else token_id
         ensure_state(model).video = _install(model, options, config, tokenizer)
