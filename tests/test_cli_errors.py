@@ -12,7 +12,8 @@ from PIL import Image
 
 from llava_next_video_hf import cli, testing
 from llava_next_video_hf.errors import ImageLoadError, VideoLoadError
-from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor, load_image_checked
+from llava_next_video_hf.image_processing import load_image_checked
+from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor
 from llava_next_video_hf.video_io import MAX_PIXELS
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from llava_next_video_hf import testing
-from llava_next_video_hf.processing import tokenize_like_original
+from llava_next_video_hf.tokenization import tokenize_like_original
 
 QUESTION = "What is happening in this video?"
 

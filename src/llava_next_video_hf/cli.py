@@ -144,7 +144,7 @@ def generate(
         )
     _check_checkpoint(model)
     if images:
-        from .processing import load_image_checked
+        from .image_processing import load_image_checked
 
         for path in images:  # refused before a model is loaded
             load_image_checked(path)

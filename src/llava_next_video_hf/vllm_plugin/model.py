@@ -117,7 +117,7 @@ def use_original_tokenization(tokenizer: Any, placeholders: Sequence[str]) -> No
     """
     from transformers import BatchEncoding
 
-    from ..processing import tokenize_like_original
+    from ..tokenization import tokenize_like_original
 
     base = type(tokenizer)
     if getattr(base, "_llava_original_tokenization", False):

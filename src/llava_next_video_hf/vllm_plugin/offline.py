@@ -104,7 +104,8 @@ def generate_one(
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the answer
     from vllm import LLM, SamplingParams
 
-    from ..processing import LlavaNextVideoAnyResProcessor, load_image_checked, register_auto_classes
+    from ..image_processing import load_image_checked
+    from ..processing import LlavaNextVideoAnyResProcessor, register_auto_classes
 
     register_auto_classes()
     processor = LlavaNextVideoAnyResProcessor.from_pretrained(model_path)
@@ -126,7 +127,7 @@ def generate_one(
     bos = processor.tokenizer.bos_token
     special = not (bos is not None and text.startswith(bos))
     if getattr(processor, "tokenization", "original") == "original":
-        from ..processing import tokenize_like_original
+        from ..tokenization import tokenize_like_original
 
         marks = [processor.image_token, processor.video_token]
         prompt_ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
