@@ -58,16 +58,11 @@ def write_shards(
     entries: list[Entry], source: TensorSource, folder: Path, shard_size: int, progress: bool = True
 ) -> int:
     """Stream ``entries`` from ``source`` into ``model[-0000i-of-0000n].safetensors`` (+ index); returns
-    the number of shards."""
+    the number of shards. (It looks ``write_safetensors`` up in this module, where tests replace it.)"""
     from huggingface_hub.utils import are_progress_bars_disabled
     from tqdm.auto import tqdm
 
     shards = plan_shards(entries, shard_size)
-    files = (
-        ["model.safetensors"]
-        if len(shards) == 1
-        else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
-    )
     bar = tqdm(
         total=sum(e.nbytes for e in entries),
         unit="B",
@@ -84,11 +79,11 @@ def write_shards(
         return tensor.to(e.dtype)
 
     with bar:
-        for file, shard in zip(files, shards, strict=True):
+        for file, shard in shards.items():
             write_safetensors(folder / file, shard, produce)
             source.close()
     if len(shards) > 1:
-        weight_map = {e.name: file for file, shard in zip(files, shards, strict=True) for e in shard}
+        weight_map = {e.name: file for file, shard in shards.items() for e in shard}
         index = {
             "metadata": {"total_size": sum(e.nbytes for e in entries)},
             "weight_map": dict(sorted(weight_map.items())),
