@@ -59,8 +59,7 @@ def write_shards(
 ) -> int:
     """Stream ``entries`` from ``source`` into ``model[-0000i-of-0000n].safetensors`` (+ index); returns
     the number of shards. (It looks ``write_safetensors`` up in this module, where tests replace it.)"""
-    from huggingface_hub.utils import are_progress_bars_disabled
-    from tqdm.auto import tqdm
+    from huggingface_hub.utils import tqdm  # off when HF_HUB_DISABLE_PROGRESS_BARS=1
 
     shards = plan_shards(entries, shard_size)
     bar = tqdm(
@@ -68,7 +67,7 @@ def write_shards(
         unit="B",
         unit_scale=True,
         desc="converting",
-        disable=not progress or are_progress_bars_disabled(),  # HF_HUB_DISABLE_PROGRESS_BARS=1
+        disable=not progress,
     )
 
     def produce(e: Entry) -> torch.Tensor:
