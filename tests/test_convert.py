@@ -268,10 +268,8 @@ def test_lmms_lab_settings_carry_over(tmp_path, capsys):
     assert c["image_grid_pinpoints"] == [[672, 336], [336, 672]]  # ours are [height, width]
     assert c["text_config"]["rope_parameters"]["rope_type"] == "linear"
     assert c["text_config"]["rope_parameters"]["factor"] == 2.0
-    assert (c["text_config"]["max_position_embeddings"], c["original_max_position_embeddings"]) == (
-        8192,
-        4096,
-    )
+    assert c["text_config"]["max_position_embeddings"] == 4096  # trained; x factor 2 = 8192 usable
+    assert "original_max_position_embeddings" not in c  # the context is stored once
     assert (tmp_path / "out" / "chat_template.jinja").read_text() == TEMPLATES["mistral_instruct"]
 
 
@@ -347,12 +345,11 @@ def test_vision_config_and_video_settings_can_be_given(tmp_path, capsys):
 
 
 def _rope(folder: Path) -> tuple[dict, int, int]:
+    """(rope_parameters, usable context, trained context) of a converted checkpoint."""
     c = json.loads((folder / "config.json").read_text())
-    return (
-        c["text_config"]["rope_parameters"],
-        c["text_config"]["max_position_embeddings"],
-        c["original_max_position_embeddings"],
-    )
+    params, trained = c["text_config"]["rope_parameters"], c["text_config"]["max_position_embeddings"]
+    factor = params.get("factor", 1.0) if params.get("rope_type") == "linear" else 1.0
+    return params, int(round(trained * factor)), trained
 
 
 def test_factor_at_the_top_of_text_config_is_carried(hf_video, tmp_path, capsys):
@@ -417,7 +414,8 @@ def test_round_trip_through_llava_hf_is_bit_identical(tmp_path, capsys):
     for name, tensor in before.items():
         assert after[name].dtype == tensor.dtype and torch.equal(after[name], tensor), name
     a, b = (json.loads((p / "config.json").read_text()) for p in (ours, tmp_path / "back"))
-    for key in ("original_max_position_embeddings", "image_token_id", "video_token_id", "spatial_pool_mode"):
+    assert a["text_config"]["max_position_embeddings"] == b["text_config"]["max_position_embeddings"]
+    for key in ("image_token_id", "video_token_id", "spatial_pool_mode"):
         assert a[key] == b[key]
     assert a["text_config"]["rope_parameters"] == b["text_config"]["rope_parameters"]
 

@@ -50,10 +50,7 @@ def config_to_llava_hf(config: LlavaNextVideoAnyResConfig) -> Any:
             "cannot express this checkpoint in transformers' LlavaNextVideo layout, which pools before the "
             f"projector (average or max) and adds no video newline: it has {', '.join(problems)}"
         )
-    text = config.text_config.to_dict()
-    text["max_position_embeddings"] = (
-        config.original_max_position_embeddings
-    )  # the factor stays in rope_parameters
+    text = config.text_config.to_dict()  # trained context and factor, as transformers reads them
     hf = LlavaNextVideoConfig(
         vision_config=config.vision_config.to_dict(),
         text_config=text,
@@ -318,13 +315,7 @@ def plan_conversion(
         fields = {**cfg, **settings.video()}
         for key in ("model_type", "architectures", "transformers_version", "dtype"):
             fields.pop(key, None)
-        fields.update(
-            {
-                k: v
-                for k, v in settings.rope(None, cfg.get("original_max_position_embeddings")).items()
-                if v is not None
-            }
-        )
+        fields.update({k: v for k, v in settings.rope(None).items() if v is not None})
         text, vision = fields.pop("text_config", None), fields.pop("vision_config", None)
         config = build_config(text, vision, fields)
 
