@@ -16,7 +16,15 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("errors", "rope", "video_io", "output_dir", "install_check", "chat_templates", "synthetic", "tasks"),
     1: ("configuration",),
     2: ("compat",),
-    3: ("layout", "modeling", "processing"),
+    3: (
+        "layout",
+        "modeling",
+        "image_processing",
+        "video_inputs",
+        "video_processing",
+        "tokenization",
+        "processing",
+    ),
     4: ("modeling_patches", "vllm_plugin", "train", "evaluation", "serve", "testing", "_registration"),
     5: ("convert", "hub_cards"),
     6: ("cli", ""),  # "" is the package itself: a lazy facade over everything
@@ -155,3 +163,42 @@ def test_vllm_workers_do_not_import_the_transformers_model():
     edges = graph()
     for name in ("vllm_plugin", "vllm_plugin.model", "vllm_plugin.video_loader"):
         assert "modeling" not in reachable(edges, name), name
+
+
+def defined_names(path: Path) -> set[str]:
+    """Names a module defines at top level, plus its string constants (the keys of a lazy
+    ``__getattr__`` table are strings)."""
+    tree = ast.parse(path.read_text())
+    names = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_every_import_of_our_modules_resolves():
+    """A relative import inside a function is only run when called: check every one names a module
+    (or a name in a package) that exists, so moving a module into a subpackage cannot leave one behind."""
+    mods = modules()
+    broken = []
+    for name, path in mods.items():
+        package = [p for p in (name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]) if p]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not node.level:
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target not in mods:
+                broken.append((name, node.lineno, target))
+            elif not node.module:  # `from . import x`: x is a module of that package or a name its
+                defined = defined_names(mods[target])  # __init__ defines (or serves lazily)
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}" if target else alias.name
+                    if sub not in mods and alias.name not in defined:
+                        broken.append((name, node.lineno, sub))
+    assert not broken, broken

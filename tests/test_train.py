@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+import llava_next_video_hf as lnv
 from llava_next_video_hf import tasks, testing, train
 from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor, register_auto_classes
+from llava_next_video_hf.train.trainers import _unwrap
 
-SHIPPED = Path(train.__file__).parent / "assets" / "tiny-video-qa"
+SHIPPED = Path(lnv.__file__).parent / "assets" / "tiny-video-qa"
 FRAMES = 4  # per clip in these tests; 16 tokens per frame at pooling stride 6
 OVERRIDES = dict(spatial_pool_stride=6, num_frames=FRAMES)
 
@@ -77,11 +79,11 @@ def answer_ids(tokenizer, answer: str) -> list[int]:
 
 
 def tower_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in train._unwrap(model).model.vision_tower.state_dict().items()}
+    return {k: v.clone() for k, v in _unwrap(model).model.vision_tower.state_dict().items()}
 
 
 def assert_same(state: dict[str, torch.Tensor], model) -> None:
-    now = train._unwrap(model).model.vision_tower.state_dict()
+    now = _unwrap(model).model.vision_tower.state_dict()
     assert state.keys() == now.keys()
     assert all(torch.equal(state[k], now[k]) for k in state), "the frozen vision tower changed"
 
