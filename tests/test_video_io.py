@@ -16,10 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
-from llava_next_video_hf import video_io
 from llava_next_video_hf.errors import LlavaNextVideoError, VideoLoadError
 from llava_next_video_hf.synthetic import make_frames, make_video, make_video_bytes, read_frame_index
 from llava_next_video_hf.video_io import VideoMetadata, load_video, sample_indices
+from llava_next_video_hf.video_io import frames as vio_frames  # the limits are looked up in these modules
+from llava_next_video_hf.video_io import sources as vio_sources
 
 W, H = 160, 96
 TOTAL = 300  # 10 s at 30 fps
@@ -516,7 +517,7 @@ def test_http_url_total_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
             pass
 
     server, base = _serve(Trickle)
-    monkeypatch.setattr(video_io, "URL_DEADLINE_S", 0.5)
+    monkeypatch.setattr(vio_sources, "URL_DEADLINE_S", 0.5)
     try:
         t0 = time.monotonic()
         with pytest.raises(
@@ -547,7 +548,7 @@ def test_http_url_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
             pass
 
     server, base = _serve(Stall)
-    monkeypatch.setattr(video_io, "URL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(vio_sources, "URL_TIMEOUT_S", 0.3)
     try:
         with pytest.raises(
             VideoLoadError, match=r"stall\.mp4: download failed \(no data for 0\.3 s \(URL_TIMEOUT_S\)\)"
@@ -576,7 +577,7 @@ def test_http_url_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
 
     Big.protocol_version = "HTTP/1.0"
     server, base = _serve(Big)
-    monkeypatch.setattr(video_io, "MAX_URL_BYTES", 1000)
+    monkeypatch.setattr(vio_sources, "MAX_URL_BYTES", 1000)
     try:
         with pytest.raises(
             VideoLoadError, match=r"5000 bytes is larger than the limit of 1000 bytes \(MAX_URL_BYTES\)"
@@ -722,19 +723,19 @@ def test_errors_are_in_the_family() -> None:
 
 def test_limits(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     data = clips["mp4"].read_bytes()
-    monkeypatch.setattr(video_io, "MAX_SOURCE_BYTES", 1000)
+    monkeypatch.setattr(vio_sources, "MAX_SOURCE_BYTES", 1000)
     with pytest.raises(VideoLoadError, match=r"larger than the limit of 1000 bytes \(MAX_SOURCE_BYTES\)"):
         load_video(data, num_frames=4)
     with pytest.raises(VideoLoadError, match=r"larger than the limit of 1000 bytes"):
         load_video(io.BytesIO(data), num_frames=4)
     monkeypatch.undo()
-    monkeypatch.setattr(video_io, "MAX_PIXELS", 100 * 90)
+    monkeypatch.setattr(vio_frames, "MAX_PIXELS", 100 * 90)
     with pytest.raises(VideoLoadError, match=r"160x96 = 15360 pixels exceeds the limit of 9000 pixels"):
         load_video(clips["mp4"], num_frames=4)
     with pytest.raises(VideoLoadError, match=r"exceeds the limit of 9000 pixels"):
         load_video(make_frames(2, H, W))
     monkeypatch.undo()
-    monkeypatch.setattr(video_io, "MAX_OUTPUT_BYTES", 10 * H * W * 3)
+    monkeypatch.setattr(vio_frames, "MAX_OUTPUT_BYTES", 10 * H * W * 3)
     with pytest.raises(
         VideoLoadError, match=r"300 frames of 160x96 need .* \(MAX_OUTPUT_BYTES\); pass num_frames"
     ):

@@ -55,7 +55,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 _VIDEO_IO_DOC = '''"""Frame sampling and (optional) video decoding for the Hub export of LLaVA-NeXT-Video (AnyRes).
 
-``sample_indices`` and its helpers are copied from the package's ``video_io.py`` (the original sampling
+``sample_indices`` and its helpers are copied from the package's ``video_io/sampling.py`` (the original sampling
 rules: ``linspace`` including the last frame, or fps under a frame budget). The exported processor
 takes decoded frames everywhere: (T, H, W, 3) uint8 arrays or tensors, or lists of PIL images.
 Encoded videos (paths, URLs, bytes, file objects) are decoded only where the ``llava-next-video-hf``
@@ -80,8 +80,9 @@ def load_video(source: Any, **kwargs: Any) -> Any:
         ) from error
     return package_load_video(source, **kwargs)
 '''
-# what the exported processor uses from video_io, copied with everything they call
+# what the exported processor uses from video_io, copied with everything they call from the file holding them
 VIDEO_IO_FUNCTIONS = ("sample_indices",)
+VIDEO_IO_SAMPLING = Path("video_io") / "sampling.py"
 
 
 class RemoteCodeError(LlavaNextVideoError):
@@ -233,18 +234,20 @@ def extract_functions(source: str, names: tuple[str, ...], filename: str) -> str
             kept = [a for a in node.names if (a.asname or a.name) in used]
             if kept:
                 module = _shipped(node.module, filename) if node.level else node.module
-                imports.append(ast.unparse(ast.ImportFrom(module=module, names=kept, level=node.level)))
+                # the shipped files sit side by side: ``from ..errors`` (a subpackage's) becomes ``from .errors_...``
+                level = min(node.level, 1)
+                imports.append(ast.unparse(ast.ImportFrom(module=module, names=kept, level=level)))
     body = "\n\n\n".join(ast.get_source_segment(source, n, padded=False) or "" for n in nodes)
     return "from __future__ import annotations\n\n" + "\n".join(imports) + "\n\n\n" + body + "\n"
 
 
 def _video_io_module() -> str:
-    """The ``video_io`` the remote code ships: the sampling functions of the package's ``video_io.py``
-    (copied) plus a ``load_video`` that decodes only through the installed package."""
-    source = (_PACKAGE_DIR / "video_io.py").read_text(encoding="utf-8")
-    code = extract_functions(source, VIDEO_IO_FUNCTIONS, "video_io.py")
+    """The ``video_io`` the remote code ships: the sampling functions of the package's
+    ``video_io/sampling.py`` (copied) plus a ``load_video`` that decodes only through the installed package."""
+    source = (_PACKAGE_DIR / VIDEO_IO_SAMPLING).read_text(encoding="utf-8")
+    code = extract_functions(source, VIDEO_IO_FUNCTIONS, VIDEO_IO_SAMPLING.as_posix())
     header = _header(
-        "video_io.py",
+        VIDEO_IO_SAMPLING.as_posix(),
         f"Only {', '.join(VIDEO_IO_FUNCTIONS)} and what it calls\n# were copied; load_video decodes only "
         "through the installed package.",
     )
