@@ -105,7 +105,7 @@ def test_vllm_tokenizer_hook_without_an_engine():
 
     from vllm.tokenizers.hf import get_cached_tokenizer, maybe_make_thread_pool
 
-    from llava_next_video_hf.vllm_plugin.model import use_original_tokenization
+    from llava_next_video_hf.vllm_plugin.processing import use_original_tokenization
 
     tok = get_cached_tokenizer(testing.make_sentencepiece_tokenizer("vicuna"))
     use_original_tokenization(tok, ["<image>", "<video>"])
