@@ -46,7 +46,13 @@ import torch
 
 from .. import output_dir, rope
 from ..chat_templates import TEMPLATES
-from ..compat import Settings, derived_config, name_list, quiet_transformers, register_key_mapping
+from ..compat import (
+    Settings,
+    config_from_llava_hf_folder,
+    name_list,
+    quiet_transformers,
+    register_key_mapping,
+)
 from ..errors import ConversionError
 from .plan import LAYOUTS, TARGETS, config_to_llava_hf, detect_chat_template, plan_conversion
 from .tensors import DTYPES, Entry, TensorSource, parse_size, plan_shards, weight_files, write_safetensors
@@ -206,7 +212,7 @@ def load_llava_hf(path: str | os.PathLike, **kwargs: Any) -> Any:
 
     register_key_mapping()
     config_dict, _ = PreTrainedConfig.get_config_dict(str(path))
-    config = derived_config(config_dict, path)
+    config = config_from_llava_hf_folder(config_dict, path)
     want_info = kwargs.pop("output_loading_info", False)
     with quiet_transformers():
         model, info = LlavaNextVideoAnyResForConditionalGeneration.from_pretrained(
