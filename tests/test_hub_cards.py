@@ -261,10 +261,10 @@ def test_remote_code_imports_only_allowed_packages(exported):
     prefix = "processing_llava_next_video_anyres."
     assert processor["auto_map"] == {"AutoProcessor": prefix + "LlavaNextVideoAnyResProcessor"}
     assert processor["image_processor"]["auto_map"] == {
-        "AutoImageProcessor": prefix + "LlavaNextVideoAnyResImageProcessor"
+        "AutoImageProcessor": "image_" + prefix + "LlavaNextVideoAnyResImageProcessor"
     }
     assert processor["video_processor"]["auto_map"] == {
-        "AutoVideoProcessor": prefix + "LlavaNextVideoAnyResVideoProcessor"
+        "AutoVideoProcessor": "video_" + prefix + "LlavaNextVideoAnyResVideoProcessor"
     }
 
 

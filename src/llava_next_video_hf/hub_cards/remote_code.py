@@ -33,7 +33,18 @@ from pathlib import Path
 from ..errors import LlavaNextVideoError
 
 SUFFIX = "llava_next_video_anyres"
-COPIED_MODULES = ("configuration", "modeling", "processing", "rope", "errors")
+COPIED_MODULES = (
+    "configuration",
+    "layout",
+    "modeling",
+    "image_processing",
+    "video_inputs",
+    "video_processing",
+    "tokenization",
+    "processing",
+    "rope",
+    "errors",
+)
 SHIM_MODULES = ("video_io",)
 # top-level packages the remote code may import (the standard library aside)
 ALLOWED_PACKAGES = frozenset({"torch", "transformers", "huggingface_hub", "numpy", "PIL"})
@@ -48,8 +59,12 @@ CONFIG_AUTO_MAP = {
     "AutoModelForImageTextToText": f"modeling_{SUFFIX}.LlavaNextVideoAnyResForConditionalGeneration",
 }
 PROCESSOR_AUTO_MAP = {"AutoProcessor": f"processing_{SUFFIX}.LlavaNextVideoAnyResProcessor"}
-IMAGE_PROCESSOR_AUTO_MAP = {"AutoImageProcessor": f"processing_{SUFFIX}.LlavaNextVideoAnyResImageProcessor"}
-VIDEO_PROCESSOR_AUTO_MAP = {"AutoVideoProcessor": f"processing_{SUFFIX}.LlavaNextVideoAnyResVideoProcessor"}
+IMAGE_PROCESSOR_AUTO_MAP = {
+    "AutoImageProcessor": f"image_processing_{SUFFIX}.LlavaNextVideoAnyResImageProcessor"
+}
+VIDEO_PROCESSOR_AUTO_MAP = {
+    "AutoVideoProcessor": f"video_processing_{SUFFIX}.LlavaNextVideoAnyResVideoProcessor"
+}
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
