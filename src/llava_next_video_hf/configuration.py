@@ -10,7 +10,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-from . import rope
+from .rope import num_image_tokens, num_video_tokens, rope_factor
 
 DEFAULT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 
@@ -111,7 +111,7 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
             return  # leave the LLM's RoPE as it is (a linear factor already there stays in force)
         if requested == "auto":
             frames = self.max_frames or self.num_frames
-            factor = float(rope.rope_factor(self.num_video_tokens(frames), self.trained_context_length))
+            factor = float(rope_factor(self.num_video_tokens(frames), self.trained_context_length))
         elif isinstance(requested, str):
             raise ValueError(f"rope_scaling_factor must be None, 'auto' or a number >= 1, got {requested!r}")
         else:
@@ -173,11 +173,11 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
 
     def num_video_tokens(self, num_frames: int) -> int:
         """``<video>`` tokens of a clip of ``num_frames`` frames under this config."""
-        return rope.num_video_tokens(num_frames, **self.video_token_kwargs())
+        return num_video_tokens(num_frames, **self.video_token_kwargs())
 
     def num_image_tokens(self, height: int, width: int) -> int:
         """``<image>`` tokens of an image of ``height`` x ``width`` pixels under this config."""
-        return rope.num_image_tokens(
+        return num_image_tokens(
             height,
             width,
             image_size=self.vision_config.image_size,

@@ -2,7 +2,7 @@
 
 [`LlavaNextVideoAnyResImageProcessor`] is transformers' ``LlavaNextImageProcessorPil`` (bit for bit,
 the backend transformers itself falls back to without torchvision) with 336 px defaults;
-[`load_image_checked`] loads paths, URLs and base64 strings within ``video_io.MAX_PIXELS``.
+[`load_image_checked`] loads paths, URLs and base64 strings within ``limits.MAX_PIXELS``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from transformers.models.llava_next.image_processing_pil_llava_next import Llava
 
 from .configuration import DEFAULT_GRID_PINPOINTS
 from .errors import ImageLoadError
+from .limits import MAX_PIXELS
 
 DEFAULT_IMAGE_SIZE = 336
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -42,7 +43,7 @@ class LlavaNextVideoAnyResImageProcessor(LlavaNextImageProcessorPil):
 
 
 def load_image_checked(source: str | os.PathLike) -> PIL.Image.Image:
-    """Load an image path, URL or base64 string as RGB, within ``video_io.MAX_PIXELS`` pixels.
+    """Load an image path, URL or base64 string as RGB, within ``limits.MAX_PIXELS`` pixels.
 
     The same pixel limit as for video frames: a local file's size is read from its header and
     refused before it is decoded (a decompression bomb never allocates its pixels).
@@ -52,8 +53,6 @@ def load_image_checked(source: str | os.PathLike) -> PIL.Image.Image:
             the pixel limit.
     """
     import warnings
-
-    from .video_io import MAX_PIXELS
 
     name = str(source)
     desc = name if len(name) < 200 else name[:60] + "..."
@@ -65,7 +64,7 @@ def load_image_checked(source: str | os.PathLike) -> PIL.Image.Image:
         if width * height > MAX_PIXELS:
             raise ImageLoadError(
                 f"image {desc}: {width}x{height} = {width * height} pixels exceeds the limit of "
-                f"{MAX_PIXELS} pixels (video_io.MAX_PIXELS)"
+                f"{MAX_PIXELS} pixels (limits.MAX_PIXELS)"
             )
 
     try:
@@ -81,7 +80,7 @@ def load_image_checked(source: str | os.PathLike) -> PIL.Image.Image:
         raise
     except PIL.Image.DecompressionBombError as err:
         raise ImageLoadError(
-            f"image {desc}: over the limit of {MAX_PIXELS} pixels (video_io.MAX_PIXELS); {err}"
+            f"image {desc}: over the limit of {MAX_PIXELS} pixels (limits.MAX_PIXELS); {err}"
         ) from None
     except (OSError, ValueError, SyntaxError, PIL.UnidentifiedImageError) as err:
         raise ImageLoadError(f"image {desc}: not a readable image ({err})") from None

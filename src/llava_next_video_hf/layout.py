@@ -19,20 +19,20 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import rope
 from .configuration import LlavaNextVideoAnyResConfig
 from .errors import PlaceholderMismatchError
+from .rope import pooled_grid, select_best_resolution, unpadded_features
 
 
 def spatial_pool(features: torch.Tensor, grid: int, stride: int, mode: str) -> torch.Tensor:
     """Pool each frame's ``grid`` x ``grid`` feature map by ``stride``: (N, grid*grid, D) -> (N, side*side, D).
 
-    ``side = rope.pooled_grid(...)``: ``average``/``max`` use windows and steps of ``stride`` and drop
+    ``side = pooled_grid(...)``: ``average``/``max`` use windows and steps of ``stride`` and drop
     a partial last window (``floor(grid / stride)``, as the original ``avg_pool2d``/``max_pool2d`` and
     transformers), ``bilinear`` resizes to ``ceil(grid / stride)`` (the original ``get_2dPool``).
     """
     n, _, dim = features.shape
-    side = rope.pooled_grid(grid, 1, stride, mode)
+    side = pooled_grid(grid, 1, stride, mode)
     x = features.view(n, grid, grid, dim).permute(0, 3, 1, 2)  # (N, D, grid, grid)
     if stride == 1:
         pooled = x
@@ -65,7 +65,7 @@ def add_frame_newlines(frames: torch.Tensor, newline: torch.Tensor, position: st
 def num_image_crops(height: int, width: int, config: LlavaNextVideoAnyResConfig) -> int:
     """Crops an AnyRes image is cut into: the base view plus the tiles of its best canvas."""
     size = config.vision_config.image_size
-    canvas_h, canvas_w = rope.select_best_resolution((height, width), config.image_grid_pinpoints)
+    canvas_h, canvas_w = select_best_resolution((height, width), config.image_grid_pinpoints)
     return 1 + (canvas_h // size) * (canvas_w // size)
 
 
@@ -164,7 +164,7 @@ class VisualTokenLayout:
         counts = [num_image_crops(h, w, cfg) for h, w in image_sizes]
         images = []
         for crops_i, (h, w) in zip(torch.split(feats, counts, dim=0), image_sizes, strict=True):
-            canvas_h, canvas_w = rope.select_best_resolution((h, w), cfg.image_grid_pinpoints)
+            canvas_h, canvas_w = select_best_resolution((h, w), cfg.image_grid_pinpoints)
             th, tw = canvas_h // size, canvas_w // size
             # the base view keeps CLS only under "full"; tiles never do (they form a grid)
             base = crops_i[0] if keep_cls else crops_i[0, -(grid**2) :]
@@ -173,7 +173,7 @@ class VisualTokenLayout:
             canvas = (
                 tiles.view(th, tw, grid, grid, dim).permute(0, 2, 1, 3, 4).reshape(th * grid, tw * grid, dim)
             )
-            rows, cols = rope.unpadded_features(h, w, th * grid, tw * grid)
+            rows, cols = unpadded_features(h, w, th * grid, tw * grid)
             top, left = (th * grid - rows) // 2, (tw * grid - cols) // 2
             canvas = canvas[top : top + rows, left : left + cols]  # (rows, cols, D)
             newline = self.image_newline.to(canvas.dtype).view(1, 1, dim).expand(rows, 1, dim)

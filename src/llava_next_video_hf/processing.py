@@ -32,13 +32,20 @@ from transformers.image_utils import (
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, TextKwargs
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from . import rope
 from .errors import ContextLengthError, PlaceholderMismatchError
 from .image_processing import (
     SIGLIP_MEAN,
     SIGLIP_STD,
     LlavaNextVideoAnyResImageProcessor,
     flatten_images,
+)
+from .rope import (
+    NEWLINE_POSITIONS,
+    POOL_MODES,
+    max_frames_that_fit,
+    num_image_tokens,
+    num_video_tokens,
+    rope_factor,
 )
 from .tokenization import TOKENIZATION_MODES, tokenize_batch_like_original
 from .video_inputs import flatten_videos
@@ -134,16 +141,16 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             )
         if num_additional_image_tokens not in (0, 1):
             raise ValueError(f"num_additional_image_tokens must be 0 or 1, got {num_additional_image_tokens}")
-        if video_newline_position not in rope.NEWLINE_POSITIONS:
+        if video_newline_position not in NEWLINE_POSITIONS:
             raise ValueError(
-                f"video_newline_position must be one of {rope.NEWLINE_POSITIONS}, got {video_newline_position!r}"
+                f"video_newline_position must be one of {NEWLINE_POSITIONS}, got {video_newline_position!r}"
             )
         self.patch_size = int(patch_size)
         self.vision_feature_select_strategy = vision_feature_select_strategy
         self.num_additional_image_tokens = int(num_additional_image_tokens)
         self.spatial_pool_stride = int(spatial_pool_stride)
-        if spatial_pool_mode not in rope.POOL_MODES:
-            raise ValueError(f"spatial_pool_mode must be one of {rope.POOL_MODES}, got {spatial_pool_mode!r}")
+        if spatial_pool_mode not in POOL_MODES:
+            raise ValueError(f"spatial_pool_mode must be one of {POOL_MODES}, got {spatial_pool_mode!r}")
         self.spatial_pool_mode = spatial_pool_mode
         self.video_newline_position = video_newline_position
         self.context_length = None if context_length is None else int(context_length)
@@ -240,11 +247,11 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
 
     def num_video_tokens(self, num_frames: int) -> int:
         """``<video>`` tokens of a clip of ``num_frames`` frames."""
-        return rope.num_video_tokens(int(num_frames), **self.video_token_kwargs())
+        return num_video_tokens(int(num_frames), **self.video_token_kwargs())
 
     def num_image_tokens(self, height: int, width: int) -> int:
         """``<image>`` tokens of an image of ``height`` x ``width`` pixels."""
-        return rope.num_image_tokens(
+        return num_image_tokens(
             int(height),
             int(width),
             image_size=_size_field(self.image_processor.crop_size, "height"),
@@ -454,7 +461,7 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         """What overflowed, what would fit, and how to make it fit (frames or RoPE factor)."""
         ctx, orig = self.context_length, self.original_context_length or self.context_length
         assert ctx is not None
-        factor = rope.rope_factor(length, orig, text_budget=0)  # = ceil(length / orig) when >= 2
+        factor = rope_factor(length, orig, text_budget=0)  # = ceil(length / orig) when >= 2
         current = ctx / orig
         head = (
             f"prompt {index} is {length} tokens long ({n_video} video tokens for {sum(frames)} frames, "
@@ -466,10 +473,10 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
             other = length - n_video
             kw = self.video_token_kwargs()
             if len(frames) == 1:
-                fit = rope.max_frames_that_fit(ctx, other, **kw)
+                fit = max_frames_that_fit(ctx, other, **kw)
             else:
                 fit = 0
-                while other + len(frames) * rope.num_video_tokens(fit + 1, **kw) <= ctx:
+                while other + len(frames) * num_video_tokens(fit + 1, **kw) <= ctx:
                     fit += 1
             per = "" if len(frames) == 1 else f" per video ({len(frames)} videos)"
             if fit > 0:

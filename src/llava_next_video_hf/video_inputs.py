@@ -130,8 +130,28 @@ def per_video_metadata(video_metadata: Any, num_videos: int) -> list[Any]:
     return metas
 
 
+def decode_video(source: Any, **kwargs: Any) -> Any:
+    """Decode an encoded video (path, URL, bytes, file object) with ``video_io.load_video`` (PyAV):
+    ``(frames (T, H, W, 3) uint8, VideoMetadata)``.
+
+    ``video_io`` is not part of the model core that Hub exports ship as remote code: there, without
+    this package installed, a clear [`VideoLoadError`] says how to pass decoded frames instead.
+    """
+    try:
+        from llava_next_video_hf.video_io import load_video
+    except ImportError as error:
+        raise VideoLoadError(
+            f"cannot decode a video given as {type(source).__name__}: this model's remote code takes decoded "
+            "frames. Pass a (T, H, W, 3) uint8 array (decode with PyAV/OpenCV/decord and keep frames "
+            "numpy.linspace(0, total_frames - 1, num_frames, dtype=int)), or install the plugin "
+            "(`pip install llava-next-video-hf`) to decode paths, URLs and bytes"
+        ) from error
+    return load_video(source, **kwargs)
+
+
 __all__ = [
     "check_frame_args",
+    "decode_video",
     "metadata_field",
     "flatten_videos",
     "is_encoded",

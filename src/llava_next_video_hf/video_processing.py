@@ -39,9 +39,11 @@ from transformers.utils import logging
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .errors import VideoLoadError
+from .frame_sampling import sample_indices
 from .image_processing import DEFAULT_IMAGE_SIZE
 from .video_inputs import (
     check_frame_args,
+    decode_video,
     flatten_videos,
     is_encoded,
     metadata_field,
@@ -199,8 +201,6 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
             ValueError (``VideoLoadError``): ``num_frames`` and ``fps`` together, zero frames,
                 ``fps`` without a known source rate, out-of-range arguments.
         """
-        from .video_io import sample_indices
-
         total = metadata_field(metadata, "total_num_frames")
         if total is None:
             raise ValueError("metadata must give total_num_frames")
@@ -239,10 +239,8 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
         clips = []
         for i, (video, meta) in enumerate(zip(flat, metas, strict=True)):
             if is_encoded(video):
-                from .video_io import load_video  # lazy: PyAV is only needed for encoded videos
-
                 # do_sample_frames=False: every frame, as transformers decodes without a sampler
-                frames, info = load_video(video, **(sampling if sample_encoded else {}))  # (T, H, W, 3)
+                frames, info = decode_video(video, **(sampling if sample_encoded else {}))  # (T, H, W, 3)
                 clips.append(to_clip(frames, i))
                 if metadata_out is not None:
                     metadata_out.append(info.to_transformers())
@@ -252,8 +250,6 @@ class LlavaNextVideoAnyResVideoProcessor(VideoProcessorMixin):
             n_source = int(clip.shape[0])
             idx = list(range(n_source))
             if sample_arrays:
-                from .video_io import sample_indices
-
                 idx = sample_indices(clip.shape[0], source_fps=rate, **sampling)
                 clip = clip[torch.as_tensor(idx, dtype=torch.long)]
             clips.append(clip)

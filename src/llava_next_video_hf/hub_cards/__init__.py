@@ -3,9 +3,9 @@
 * [`build_model_card`]: a ``huggingface_hub.ModelCard`` generated from a checkpoint's config, with
   Hub metadata (``library_name``, ``pipeline_tag``, ``base_model`` + relation, ``license``, ``tags``,
   ``datasets``, ``model-index``) checked offline by [`card_problems`].
-* [`export_for_hub`]: weights, configs, processor, tokenizer, chat template, card and remote code
-  generated from this package (``auto_map`` included), so machines without the plugin load the folder
-  with ``trust_remote_code=True``.
+* [`export_for_hub`]: weights, configs, processor, tokenizer, chat template, card and, as remote code,
+  the package's model core copied by transformers' ``custom_object_save`` (``auto_map`` included), so
+  machines without the plugin load the folder with ``trust_remote_code=True``.
 * [`publish`]: offline checks, then ``create_repo`` + ``upload_folder``; ``dry_run`` lists the files.
 """
 

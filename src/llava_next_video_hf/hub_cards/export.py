@@ -2,8 +2,9 @@
 
 The export copies the checkpoint's files byte for byte (safetensors weights and index, config,
 generation config, processor and tokenizer files, chat template, LICENSE), never code or pickles from
-the source folder, then (with ``remote_code=True``) writes the remote-code modules generated from this
-package ([`remote_code`](remote_code.py)) and the ``auto_map`` entries that point to them:
+the source folder, then (with ``remote_code=True``) copies the package's model core as remote code
+(transformers' ``custom_object_save``, see [`remote_code`](remote_code.py)) and writes the ``auto_map``
+entries that point to it:
 
 * ``config.json``: ``AutoConfig``, ``AutoModel``, ``AutoModelForImageTextToText``;
 * ``processor_config.json``: ``AutoProcessor`` at the top level, ``AutoImageProcessor`` in its
@@ -91,7 +92,7 @@ def _set_auto_map(data: dict, entries: dict[str, str] | None) -> None:
 
 
 def write_auto_maps(folder: Path, remote: bool) -> None:
-    """Point the folder's configs at the generated modules (``remote=False``: strip every ``auto_map``)."""
+    """Point the folder's configs at the remote-code modules (``remote=False``: strip every ``auto_map``)."""
 
     def on(entries: dict[str, str]) -> dict[str, str] | None:
         return entries if remote else None
@@ -154,7 +155,7 @@ def export_for_hub(
         dst: the folder to create (must not exist, or be empty, unless ``overwrite``); it must not
             overlap ``src``, and ``overwrite`` replaces only a checkpoint folder (never a plain file
             or any other folder).
-        remote_code: ship the generated remote-code modules and ``auto_map`` entries, so that machines
+        remote_code: ship the model core as remote code with its ``auto_map`` entries, so that machines
             without this package load the folder with ``trust_remote_code=True``.
         overwrite: replace an existing non-empty ``dst`` that is a checkpoint folder.
         facts: model-card facts for [`build_model_card`] (``repo_id``, ``base_model``, ``license``,

@@ -169,7 +169,7 @@ def check_code(folder: Path, problems: list[str]) -> None:
     stray = [s for s in stray if not any(part in IGNORED_PARTS for part in Path(s).parts)]
     if stray:
         problems.append(
-            f"unexpected code file(s) {', '.join(stray)}: only the generated remote-code modules are "
+            f"unexpected code file(s) {', '.join(stray)}: only the remote-code modules auto_map needs are "
             "published (re-export the folder with `llava-next-video export`)"
         )
 

@@ -48,7 +48,7 @@ the problem; PyAV/FFmpeg exceptions never escape.
 
 The package is split by concept (each module's docstring says more):
 
-* ``sampling``: :func:`sample_indices` (also copied into the Hub export's remote code);
+* :func:`sample_indices` lives in ``llava_next_video_hf.frame_sampling`` (the model core uses it too);
 * ``metadata``: :class:`VideoMetadata`;
 * ``sources``: paths, URLs, bytes and file objects, with the byte and download limits;
 * ``frames``: videos given as frames, with the pixel and output limits;
@@ -61,10 +61,10 @@ The limits are re-exported here for reading; they are looked up in ``sources`` a
 
 from __future__ import annotations
 
+from ..frame_sampling import sample_indices
 from .frames import MAX_OUTPUT_BYTES, MAX_PIXELS
 from .load import load_video
 from .metadata import VideoMetadata
-from .sampling import sample_indices
 from .sources import MAX_SOURCE_BYTES, MAX_URL_BYTES, URL_DEADLINE_S, URL_TIMEOUT_S
 
 __all__ = [

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import VideoLoadError
+from ..frame_sampling import _sample
+from ..limits import MAX_PIXELS  # looked up here: patch frames.MAX_PIXELS
 from .metadata import VideoMetadata
-from .sampling import _sample
 
-#: Largest frame (width * height) that will be decoded; guards against decompression bombs.
-MAX_PIXELS = 8192 * 8192
 #: Largest decoded result (T * H * W * 3 bytes) that will be allocated.
 MAX_OUTPUT_BYTES = 8 * 1024**3
 

@@ -14,12 +14,12 @@ import av
 import numpy as np
 
 from ..errors import VideoLoadError
+from ..frame_sampling import _check_args, _is_int, _sample
 from .decoder import _Decoder, _SeekUnreliable
 from .frames import _is_torch_tensor, _load_frames
 from .index import _ContainerIndex, _Index, _NoIndex, _PacketIndex, _scan_packets
 from .metadata import DecodeMode, VideoMetadata
 from .output import _Output
-from .sampling import _check_args, _is_int, _sample
 from .sources import _encoded_source, _reason
 from .stream import _stream_info, _StreamInfo
 

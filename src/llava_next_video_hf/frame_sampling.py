@@ -1,8 +1,8 @@
 """Which frames to keep: :func:`sample_indices`, the single implementation of the sampling rules
-(see the package docstring).
+(described in ``video_io``), used by the decoder and by the video processor for frames given as arrays.
 
-The Hub export's remote code copies ``sample_indices`` and everything it calls from this file
-(``hub_cards/remote_code.py``): keep it to numpy, the standard library and ``errors``.
+Part of the model core that Hub exports ship as remote code (docs/ARCHITECTURE.md): numpy, the
+standard library and ``errors`` only.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VideoLoadError
+from .errors import VideoLoadError
 
 
 def _is_int(value: Any) -> bool:
