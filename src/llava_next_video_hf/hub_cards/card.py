@@ -2,7 +2,9 @@
 
 [`build_model_card`] reads ``config.json`` (and the weights' headers for the parameter count) and
 writes what a user needs: architecture, frames and RoPE factor, tokens per frame, loading with and
-without the plugin, serving with vLLM, evaluation results (when given) and the citation.
+without the plugin, serving with vLLM, evaluation results (when given) and the citation. The text is
+the Jinja template ``assets/model_card_template.md``, rendered by huggingface_hub's
+``ModelCard.from_template``: the metadata comes from ``ModelCardData``, this module computes the values.
 
 [`card_problems`] is the offline metadata check run before any upload. What it checks, exactly:
 
@@ -36,6 +38,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .. import rope
 from ..errors import LlavaNextVideoError
 
+# The card's text, metadata block included: rendered by ``ModelCard.from_template`` with the values below.
+TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "model_card_template.md"
 PIPELINE_TAG = "video-text-to-text"
 LIBRARY_NAME = "transformers"
 REQUIRED_TAGS = ("llava-next-video", "vllm")
@@ -234,9 +238,6 @@ def build_model_card(
     model_name = model_name or repo_id.split("/")[-1]
     remote = _has_remote_code(folder) if remote_code is None else remote_code
     results = [_as_eval_result(r) for r in eval_results or []]
-    extra: dict[str, Any] = {}
-    if base_model_relation is not None:
-        extra["base_model_relation"] = base_model_relation
     all_tags = list(dict.fromkeys([*DEFAULT_TAGS, *(["custom_code"] if remote else []), *tags]))
     data = ModelCardData(
         base_model=base_model if isinstance(base_model, str) or base_model is None else list(base_model),
@@ -250,10 +251,19 @@ def build_model_card(
         model_name=model_name,
         pipeline_tag=PIPELINE_TAG,
         tags=all_tags,
-        **extra,
+        base_model_relation=base_model_relation,  # left out of the YAML when None
     )
-    body = _body(folder, config, repo_id, model_name, data, results, description, citation, remote)
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    card = ModelCard.from_template(
+        data,
+        template_path=str(TEMPLATE),
+        model_name=model_name,
+        repo_id=repo_id,
+        description=description,
+        remote=remote,
+        results=results,
+        citation=citation.strip() if citation else None,
+        **_template_values(folder, config),
+    )
     problems = card_problems(str(card))
     if problems:
         raise ModelCardError(
@@ -274,225 +284,31 @@ def _fmt_params(n: int | None) -> str:
     return f"{n:,}"
 
 
-def _architecture(folder: Path, config: Any) -> str:
+def _template_values(folder: Path, config: Any) -> dict[str, Any]:
+    """What the template shows of the checkpoint: its config and the numbers derived from it."""
     from .folder import count_parameters
 
-    vision, text = config.vision_config, config.text_config
-    layers = config.vision_feature_layer
-    dtype = getattr(config, "dtype", None) or getattr(text, "dtype", None)
-    rows = [
-        (
-            "architecture",
-            "`LlavaNextVideoAnyResForConditionalGeneration` (model_type `llava_next_video_anyres`)",
-        ),
-        (
-            "vision tower",
-            f"`{vision.model_type}`: {vision.num_hidden_layers} layers, hidden {vision.hidden_size}, "
-            f"{vision.image_size} px, patch {vision.patch_size}; features from layer {layers}, "
-            f"strategy `{config.vision_feature_select_strategy}`",
-        ),
-        (
-            "projector",
-            f"Linear-{config.projector_hidden_act.upper()}-Linear ({vision.hidden_size} -> {text.hidden_size})",
-        ),
-        (
-            "language model",
-            f"`{text.model_type}`: {text.num_hidden_layers} layers, hidden {text.hidden_size}, "
-            f"vocabulary {text.vocab_size}",
-        ),
-        ("parameters", _fmt_params(count_parameters(folder))),
-        ("weights dtype", f"`{str(dtype).removeprefix('torch.')}`" if dtype else "as stored"),
-        (
-            "images",
-            f"AnyRes tiles of {vision.image_size} px on the canvases {config.image_grid_pinpoints} plus the base view",
-        ),
-    ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-
-
-def _video(config: Any) -> str:
     kw = config.video_token_kwargs()
-    side = rope.pooled_grid(kw["image_size"], kw["patch_size"], kw["stride"], kw["mode"])
-    grid = kw["image_size"] // kw["patch_size"]
-    frames, budget = config.num_frames, config.max_frames
-    original, context = config.original_max_position_embeddings, config.context_length
-    factor = config.linear_rope_factor
-    newline = {
-        "no_token": "no newline token",
-        "one_token": "one newline token after the whole video",
-        "frame": "one newline token after every frame",
-        "grid": "one newline token after every row of every frame",
-    }[config.video_newline_position]
-    fit = rope.max_frames_that_fit(context, rope.TEXT_TOKEN_BUDGET, **kw)
-    asked = config.rope_scaling_factor
-    rule = {
-        None: "kept as the language model's own RoPE",
-        "auto": f"`auto`: derived from {budget or frames} frames by the rule "
-        "`f = ceil((frames x tokens_per_frame + 1000) / trained context)`, applied when f >= 2",
-    }.get(asked, f"set to {asked}")
-    return "\n".join(
-        [
-            f"- **Frames**: {frames} sampled per video by default (uniform `linspace`, first and last frame "
-            "included)" + (f"; frame budget (`max_frames`) {budget}" if budget else "") + ".",
-            f"- **Tokens per frame**: {grid}x{grid} patch features pooled with stride "
-            f"{config.spatial_pool_stride} (`{config.spatial_pool_mode}`, {config.spatial_pool_position.replace('_', ' ')}) "
-            f"-> {side}x{side} = {side * side} tokens, {newline} (`{config.video_newline_position}`): "
-            f"a 1-frame clip is {config.num_video_tokens(1)} tokens, the default {frames}-frame clip "
-            f"{config.num_video_tokens(frames)}.",
-            f"- **RoPE**: linear factor **{factor:g}** ({rule}): {original} trained positions x {factor:g} = "
-            f"**{context}** positions of context.",
-            f"- **Longest video** with {rope.TEXT_TOKEN_BUDGET} tokens left for text: {fit} frames. More frames "
-            "need a larger factor: `from_pretrained(..., max_frames=N, rope_scaling_factor='auto')` with the "
-            "plugin (prompts that do not fit are refused with the numbers, never truncated).",
-        ]
-    )
-
-
-def _usage(repo_id: str, config: Any, remote: bool) -> str:
-    frames = config.num_frames
-    plugin = f"""### transformers, with the plugin
-
-```bash
-pip install llava-next-video-hf
-```
-
-```python
-import llava_next_video_hf  # registers the model and processor with transformers' Auto classes
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model = AutoModelForImageTextToText.from_pretrained("{repo_id}", dtype="auto")
-processor = AutoProcessor.from_pretrained("{repo_id}")
-messages = [{{"role": "user", "content": [
-    {{"type": "video", "path": "clip.mp4"}},
-    {{"type": "text", "text": "What happens in this video?"}},
-]}}]
-inputs = processor.apply_chat_template(
-    messages, add_generation_prompt=True, tokenize=True, return_dict=True, num_frames={frames}
-)
-out = model.generate(**inputs, max_new_tokens=128)
-print(processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-```
-
-or from the command line: `llava-next-video generate {repo_id} --video clip.mp4 --prompt "What happens?"`.
-"""
-    no_plugin = f"""### transformers, without the plugin (remote code)
-
-This repository ships the plugin's model and processor code (generated from `llava-next-video-hf`,
-imports only torch, transformers, numpy and Pillow; it opens no files and no network connections).
-Read it before trusting it. The remote processor takes decoded frames: a `(T, H, W, 3)` uint8 array.
-
-```python
-import numpy as np
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-model = AutoModelForImageTextToText.from_pretrained("{repo_id}", dtype="auto", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
-frames = ...  # (T, H, W, 3) uint8, e.g. {frames} frames at np.linspace(0, total - 1, {frames}, dtype=int)
-messages = [{{"role": "user", "content": [{{"type": "video"}}, {{"type": "text", "text": "What happens?"}}]}}]
-prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-inputs = processor(text=prompt, videos=frames, return_tensors="pt")
-out = model.generate(**inputs, max_new_tokens=128)
-```
-"""
-    if not remote:
-        no_plugin = """### transformers, without the plugin
-
-This export ships no remote code: install the plugin (above). Exports made with
-`llava-next-video export` (default) ship it and load with `trust_remote_code=True`.
-"""
-    vllm = f"""### vLLM
-
-The plugin registers the architecture with vLLM through its `vllm.general_plugins` entry point
-(the remote code above is for transformers only).
-
-```bash
-pip install "llava-next-video-hf[vllm]"
-vllm serve {repo_id} --max-model-len {config.context_length} \\
-    --media-io-kwargs '{{"video": {{"num_frames": {frames}}}}}'
-```
-
-```bash
-curl http://localhost:8000/v1/chat/completions -H "Content-Type: application/json" -d '{{
-  "model": "{repo_id}",
-  "messages": [{{"role": "user", "content": [
-    {{"type": "video_url", "video_url": {{"url": "https://example.com/clip.mp4"}}}},
-    {{"type": "text", "text": "What happens in this video?"}}]}}]
-}}'
-```
-
-Local files need `--allowed-local-media-path DIR` and `file://` URLs.
-"""
-    return "## How to use\n\n" + plugin + "\n" + no_plugin + "\n" + vllm
-
-
-def _results_table(results: list[EvalResult]) -> str:
-    lines = [
-        "## Evaluation",
-        "",
-        "| benchmark | metric | value | source |",
-        "|---|---|---|---|",
-    ]
-    for r in results:
-        source = f"[{r.source_name}]({r.source_url})" if r.source_name else "this repository"
-        lines.append(f"| {r.dataset_name} | {r.metric_name or r.metric_type} | {r.metric_value} | {source} |")
-    if any(r.source_name for r in results):
-        lines += [
-            "",
-            "Figures with a source were **reported** there for the released model and were not re-measured "
-            "for this checkpoint.",
-        ]
-    return "\n".join(lines)
-
-
-def _body(
-    folder: Path,
-    config: Any,
-    repo_id: str,
-    model_name: str,
-    data: ModelCardData,
-    results: list[EvalResult],
-    description: str | None,
-    citation: str | None,
-    remote: bool,
-) -> str:
-    base = data.base_model
-    loads = (
-        "with the plugin, or with `trust_remote_code=True` from this repository"
-        if remote
-        else "with the plugin"
-    )
-    intro = description or (
-        "LLaVA-NeXT-Video (AnyRes video with linear-scaled RoPE) in the `llava_next_video_anyres` format of "
-        f"[llava-next-video-hf](https://pypi.org/project/llava-next-video-hf/): loads with transformers ({loads}) "
-        "and serves with vLLM."
-    )
-    if base:
-        bases = [base] if isinstance(base, str) else base
-        relation = data.get("base_model_relation")
-        how = f" ({relation} of)" if relation else ""
-        intro += (
-            "\n\nBase model"
-            + how
-            + ": "
-            + ", ".join(f"[{b}](https://huggingface.co/{b})" for b in bases)
-            + "."
-        )
-    if data.license in (None, "unknown"):
-        intro += "\n\nLicense: not stated for this export; check the base model's license before use."
-    parts = [
-        f"# {model_name}",
-        intro,
-        "## Model",
-        _architecture(folder, config),
-        "## Video: frames, tokens and RoPE",
-        _video(config),
-        _usage(repo_id, config, remote),
-    ]
-    if results:
-        parts.append(_results_table(results))
-    if citation:
-        parts.append("## Citation\n\n```bibtex\n" + citation.strip() + "\n```")
-    return "\n" + "\n\n".join(parts) + "\n"
+    dtype = getattr(config, "dtype", None) or getattr(config.text_config, "dtype", None)
+    return {
+        "config": config,
+        "vision": config.vision_config,
+        "text": config.text_config,
+        "parameters": _fmt_params(count_parameters(folder)),
+        "dtype": str(dtype).removeprefix("torch.") if dtype else None,
+        "frames": config.num_frames,
+        "max_frames": config.max_frames,
+        "grid": kw["image_size"] // kw["patch_size"],
+        "side": rope.pooled_grid(kw["image_size"], kw["patch_size"], kw["stride"], kw["mode"]),
+        "tokens_one_frame": config.num_video_tokens(1),
+        "tokens_default_clip": config.num_video_tokens(config.num_frames),
+        "factor": f"{config.linear_rope_factor:g}",
+        "rope_asked": config.rope_scaling_factor,
+        "trained_context": config.trained_context_length,
+        "context": config.context_length,
+        "text_budget": rope.TEXT_TOKEN_BUDGET,
+        "longest_video": rope.max_frames_that_fit(config.context_length, rope.TEXT_TOKEN_BUDGET, **kw),
+    }
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -544,6 +360,8 @@ def _metadata_problems(meta: dict) -> list[str]:
     return [p for p in problems if p]
 
 
+# Measured (huggingface_hub 2.4): its model-index parsing raises on missing keys but accepts an empty
+# name, task or dataset type, an empty metrics list and a null value; the Hub's server check refuses them.
 def _model_index_problems(meta: dict) -> list[str]:
     problems = []
     for entry in meta.get("model-index") or []:
