@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from llava_next_video_hf import tasks  # noqa: E402
 from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor, register_auto_classes  # noqa: E402
+from llava_next_video_hf.testing import tasks  # noqa: E402
 
 DEFAULT_MODEL = ROOT / "src" / "llava_next_video_hf" / "assets" / "tiny-video-qa"
 

@@ -30,7 +30,7 @@ def clip_path(seconds: int) -> Path:
     """Cached synthetic 640x360 clip of ``seconds`` seconds (keyframe every 2 s)."""
     path = CACHE / f"synthetic_{seconds}s_{WIDTH}x{HEIGHT}_{FPS}fps_gop60.mp4"
     if not path.exists():
-        from llava_next_video_hf.synthetic import make_video
+        from llava_next_video_hf.testing.synthetic import make_video
 
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial.mp4")

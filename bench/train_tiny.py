@@ -44,10 +44,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from llava_next_video_hf import tasks, testing  # noqa: E402
+from llava_next_video_hf import testing  # noqa: E402
 from llava_next_video_hf.configuration import LlavaNextVideoAnyResConfig  # noqa: E402
 from llava_next_video_hf.modeling import LlavaNextVideoAnyResForConditionalGeneration  # noqa: E402
 from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor  # noqa: E402
+from llava_next_video_hf.testing import tasks  # noqa: E402
 from llava_next_video_hf.train import (  # noqa: E402
     IGNORE_INDEX,
     VideoSFTCollator,

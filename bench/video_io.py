@@ -60,7 +60,7 @@ def clip_path(minutes: int, gop: int = 2 * FPS) -> Path:
     """Cached synthetic clip of ``minutes`` minutes with a keyframe every ``gop`` frames."""
     path = CACHE / f"synthetic_{minutes}min_{WIDTH}x{HEIGHT}_{FPS}fps_gop{gop}.mp4"
     if not path.exists():
-        from llava_next_video_hf.synthetic import make_video
+        from llava_next_video_hf.testing.synthetic import make_video
 
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".partial.mp4")
@@ -109,7 +109,7 @@ def child(loader: str, path: str, frames: int, gop: int, decord_path: str | None
 
     import numpy as np
 
-    from llava_next_video_hf.synthetic import read_frame_index
+    from llava_next_video_hf.testing.synthetic import read_frame_index
 
     counter = {"decoded": 0}
     if loader.startswith("ours"):

@@ -22,8 +22,6 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "output_dir",
         "install_check",
         "chat_templates",
-        "synthetic",
-        "tasks",
     ),
     1: ("configuration",),
     2: ("compat",),

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import llava_next_video_hf
-from llava_next_video_hf import tasks
 from llava_next_video_hf.evaluation import MODEL_NAME, TASK_NAME, write_task
+from llava_next_video_hf.testing import tasks
 
 pytestmark = pytest.mark.lmms_eval
 

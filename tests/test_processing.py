@@ -160,7 +160,7 @@ def _smooth_frames(t: int, h: int, w: int) -> np.ndarray:
 
 
 def test_video_pixels_match_independent_references():
-    from llava_next_video_hf.synthetic import make_frames
+    from llava_next_video_hf.testing.synthetic import make_frames
 
     vp = LlavaNextVideoAnyResVideoProcessor()
     # Float input: no rounding anywhere, so ours must equal the plain float pipeline.
@@ -370,7 +370,7 @@ def test_save_and_auto_load_round_trip(tmp_path, tokenizer, processor):
 
 
 def test_apply_chat_template_video_path_and_image(tmp_path, tokenizer, processor):
-    from llava_next_video_hf.synthetic import make_video
+    from llava_next_video_hf.testing.synthetic import make_video
 
     path = make_video(tmp_path / "clip.mp4", num_frames=20, fps=10, width=128, height=96)
     messages = [

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import llava_next_video_hf as lnv
-from llava_next_video_hf import tasks, testing, train
+from llava_next_video_hf import testing, train
 from llava_next_video_hf.processing import LlavaNextVideoAnyResProcessor, register_auto_classes
+from llava_next_video_hf.testing import tasks
 from llava_next_video_hf.train.trainers import _unwrap
 
 SHIPPED = Path(lnv.__file__).parent / "assets" / "tiny-video-qa"

@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llava_next_video_hf import tasks, testing
+from llava_next_video_hf import testing
+from llava_next_video_hf.testing import tasks
 from llava_next_video_hf.vllm_plugin.testing import free_port
 
 pytestmark = pytest.mark.scale

@@ -212,7 +212,7 @@ def readme_run(user, blocks, engine_lock):
     user.ckpt = user.ckpt.stdout.strip()
     user.subs += [("path/to/converted-checkpoint", user.ckpt), ("8000", str(user.port))]
     _ok(
-        user.py("from llava_next_video_hf import tasks; print(tasks.make_demo_clip('clip.mp4')[0])"),
+        user.py("from llava_next_video_hf.testing import tasks; print(tasks.make_demo_clip('clip.mp4')[0])"),
         "making the synthetic clip",
     )
     server = None

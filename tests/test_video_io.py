@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from llava_next_video_hf.errors import LlavaNextVideoError, VideoLoadError
-from llava_next_video_hf.synthetic import make_frames, make_video, make_video_bytes, read_frame_index
+from llava_next_video_hf.testing.synthetic import make_frames, make_video, make_video_bytes, read_frame_index
 from llava_next_video_hf.video_io import VideoMetadata, load_video, sample_indices
 from llava_next_video_hf.video_io import frames as vio_frames  # the limits are looked up in these modules
 from llava_next_video_hf.video_io import sources as vio_sources

@@ -30,7 +30,8 @@ from _parity import (
 from PIL import Image
 
 import llava_next_video_hf
-from llava_next_video_hf import tasks, testing
+from llava_next_video_hf import testing
+from llava_next_video_hf.testing import tasks
 
 pytestmark = [pytest.mark.vllm, pytest.mark.scale]
 

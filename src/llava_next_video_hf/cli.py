@@ -310,7 +310,7 @@ def _quiet_libraries() -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from . import tasks
+    from .testing import tasks
 
     _quiet_libraries()
     ckpt = default_checkpoint()

@@ -8,7 +8,7 @@
   ``spatial_pool_mode`` (pooling), ``max_new_tokens``, ``dtype``. Generation is greedy through the
   checkpoint's chat template and processor, as in ``llava-next-video generate``.
 * [`write_task`]: a local lmms-eval task (YAML + ``utils.py`` from ``assets/lmms_eval_task``) over
-  synthetic clips of ``llava_next_video_hf.tasks`` (no Hub download): ``--include_path FOLDER
+  synthetic clips of ``llava_next_video_hf.testing.tasks`` (no Hub download): ``--include_path FOLDER
   --tasks video_qa_synthetic`` reports the answer accuracy.
 
 Example (the shipped tiny model; ``pip install 'llava-next-video-hf[eval]'``)::
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from lmms_eval.api.model import lmms
 
-from . import rope, tasks
+from . import rope
+from .testing import tasks
 
 MODEL_NAME = "llava_next_video_anyres"
 TASK_NAME = "video_qa_synthetic"
@@ -174,7 +175,7 @@ class LlavaNextVideoLmms(lmms):
 def write_task(folder: str | os.PathLike, num_clips: int = 32, *, seed: int = 1234) -> Path:
     """Write the lmms-eval task ``video_qa_synthetic`` into ``folder``; returns it (``--include_path``).
 
-    ``num_clips`` held-out synthetic clips of ``llava_next_video_hf.tasks`` (all four question kinds)
+    ``num_clips`` held-out synthetic clips of ``llava_next_video_hf.testing.tasks`` (all four question kinds)
     as mp4 files under ``folder/clips``, their questions and answers in ``folder/data.jsonl``, and
     the task's YAML and ``utils.py`` (scored by ``tasks.parse_answer`` == answer: ``accuracy``).
     """

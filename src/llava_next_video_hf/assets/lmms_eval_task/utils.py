@@ -1,6 +1,6 @@
 """Functions of the lmms-eval task ``video_qa_synthetic`` (copied next to its YAML by ``write_task``)."""
 
-from llava_next_video_hf.tasks import parse_answer
+from llava_next_video_hf.testing.tasks import parse_answer
 
 
 def doc_to_visual(doc):

@@ -1,9 +1,9 @@
-"""Tiny random checkpoints and synthetic videos for tests, demos and benchmarks.
+"""Tiny random checkpoints: of our format, of transformers' own LLaVA-NeXT classes, and original ones.
 
 Everything here is deterministic given a seed and fast (well under a second for a checkpoint):
 the vision tower is CLIP-shaped at 336 px / patch 14 so the token math is the real one, the
 language model is a 2-layer Llama with head size 32, and the tokenizer is a real byte-level BPE
-trained on the fly by the ``tokenizers`` library.
+trained on the fly by the ``tokenizers`` library ([`make_tokenizer`]).
 """
 
 from __future__ import annotations
@@ -12,55 +12,24 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .chat_templates import VICUNA_V1
+from .tokenizers import make_plain_tokenizer, make_tokenizer
 
-SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "<video>"]
-
-_CORPUS = [
-    "A chat between a curious user and an artificial intelligence assistant.",
-    "The assistant gives helpful, detailed, and polite answers to the user's questions.",
-    "USER: ASSISTANT: What is happening in this video? Describe the video in detail.",
-    "What colour is the moving square? The square is red. It is green. It is blue. It is yellow.",
-    "Which direction does the object move? It moves left. It moves right. It moves up. It moves down.",
-    "Which object appears first? The circle appears first. The square appears first.",
-    "How many times does the screen flash? It flashes once. twice. three times. four times. zero one two three",
-    "What is shown in this image? An image of a cat, a dog, a car and a tree on a sunny day.",
-    "yes no maybe the a an of in on at to from with and or but not is are was were",
+__all__ = [
+    "LMMS_LAB_VISION_TOWER",
+    "lmms_lab_config",
+    "lmms_lab_name",
+    "make_llava_hf_checkpoint",
+    "make_llava_hf_image_model",
+    "make_llava_hf_video_model",
+    "make_lmms_lab_checkpoint",
+    "make_lmms_lab_model",
+    "make_processor",
+    "make_tiny_checkpoint",
+    "make_tiny_model",
+    "tiny_config",
+    "tiny_text_config",
+    "tiny_vision_config",
 ]
-
-
-def make_tokenizer(vocab_size: int = 512) -> Any:
-    """A byte-level BPE tokenizer trained on a small fixed corpus, with ``<image>``/``<video>`` tokens.
-
-    Returns a transformers fast tokenizer (left padding, for generation) whose ids 0..5 are
-    ``<unk> <s> </s> <pad> <image> <video>``.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="left",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
-        chat_template=VICUNA_V1,
-    )
 
 
 def tiny_vision_config(**overrides: Any) -> dict:
@@ -88,7 +57,7 @@ def tiny_text_config(vocab_size: int, **overrides: Any) -> dict:
 def tiny_config(tokenizer: Any | None = None, **overrides: Any) -> Any:
     """A [`LlavaNextVideoAnyResConfig`] of the tiny model; ``overrides`` go to the top level
     (``text_config``/``vision_config`` dicts are merged into the tiny defaults)."""
-    from .configuration import LlavaNextVideoAnyResConfig
+    from ..configuration import LlavaNextVideoAnyResConfig
 
     tokenizer = tokenizer or make_tokenizer()
     text = tiny_text_config(len(tokenizer), **overrides.pop("text_config", {}))
@@ -111,14 +80,14 @@ def _seeded(seed: int) -> None:
 
 def make_processor(config: Any, tokenizer: Any | None = None) -> Any:
     """The processor that matches ``config`` (token math, frame defaults, context length)."""
-    from .processing import LlavaNextVideoAnyResProcessor
+    from ..processing import LlavaNextVideoAnyResProcessor
 
     return LlavaNextVideoAnyResProcessor.from_model_config(config, tokenizer or make_tokenizer())
 
 
 def make_tiny_model(seed: int = 0, tokenizer: Any | None = None, **overrides: Any) -> Any:
     """A tiny random [`LlavaNextVideoAnyResForConditionalGeneration`] (fp32, eval mode)."""
-    from .modeling import LlavaNextVideoAnyResForConditionalGeneration
+    from ..modeling import LlavaNextVideoAnyResForConditionalGeneration
 
     config = tiny_config(tokenizer, **overrides)
     _seeded(seed)
@@ -179,14 +148,6 @@ def make_llava_hf_checkpoint(path: str | os.PathLike, kind: str = "video", seed:
     return path
 
 
-def __getattr__(name: str) -> Any:  # synthetic videos live in their own module; re-exported lazily
-    if name in ("make_video", "make_video_bytes", "make_frames", "read_frame_index"):
-        from . import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(name)
-
-
 # ---- original (lmms-lab) LLaVA-NeXT checkpoints, for the conversion tests ---------------------
 
 #: ``mm_vision_tower`` of the tiny original-layout checkpoints: a name no converter knows, so the vision
@@ -205,42 +166,6 @@ _TO_LMMS_LAB = [  # our (llava-hf) parameter names -> the original LLaVA-NeXT na
     ("model.multi_modal_projector.linear_2.", "model.mm_projector.2."),
     ("model.language_model.", "model."),
 ]
-
-
-def make_plain_tokenizer(vocab_size: int = 512, extra_tokens: tuple[str, ...] = ()) -> Any:
-    """[`make_tokenizer`]'s byte-level BPE without ``<image>``/``<video>``: an LLM's own tokenizer.
-
-    The original LLaVA code splices visual features in at the id -200 and never adds a placeholder
-    token. ``extra_tokens`` are appended as special tokens (``("<image>",)`` gives a LLaVA-NeXT
-    image tokenizer, which has ``<image>`` but no ``<video>``). Ids 0..3 are ``<unk> <s> </s> <pad>``.
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS[:4],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_tokens])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    named = {"image_token": "<image>"} if "<image>" in extra_tokens else {}
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="left",
-        extra_special_tokens=named,
-    )
 
 
 def lmms_lab_name(name: str) -> str:
@@ -303,8 +228,8 @@ def make_lmms_lab_checkpoint(
 
 def make_lmms_lab_model(seed: int = 0, text_model: str = "llama", tokenizer: Any | None = None) -> Any:
     """The tiny model behind [`make_lmms_lab_checkpoint`] (our class; token ids are placeholders)."""
-    from .configuration import LlavaNextVideoAnyResConfig
-    from .modeling import LlavaNextVideoAnyResForConditionalGeneration
+    from ..configuration import LlavaNextVideoAnyResConfig
+    from ..modeling import LlavaNextVideoAnyResForConditionalGeneration
 
     tokenizer = tokenizer or make_plain_tokenizer()
     config = LlavaNextVideoAnyResConfig(
@@ -350,93 +275,3 @@ def lmms_lab_config(config: Any, text_model: str = "llama") -> dict:
         tokenizer_padding_side="right",
     )
     return text
-
-
-# ---- SentencePiece-style and Qwen-style tokenizers, for the token-id fidelity tests ------------
-
-#: Whole-word pieces of [`make_sentencepiece_tokenizer`]: each word with the SentencePiece word
-#: boundary ``▁`` and without (what a word gets when a tokenizer loses the boundary), punctuation,
-#: the bare ``▁`` and Mistral's ``[INST]`` pieces. Anything else falls back to bytes (``<0x0A>``).
-SENTENCEPIECE_WORDS = (
-    "A chat between a curious user and an artificial intelligence assistant The gives helpful detailed "
-    "polite answers to the questions USER ASSISTANT What is happening in this video image Describe it "
-    "Answer"
-).split()
-SENTENCEPIECE_SYMBOLS = (".", ",", "'s", ":", "?", "▁[", "▁[/", "INST", "]", "▁")
-
-
-def make_sentencepiece_tokenizer(style: str = "vicuna") -> Any:
-    """A SentencePiece-style tokenizer like Vicuna's/Llama-2's (``style="vicuna"``) or Mistral's.
-
-    Built offline with the ``tokenizers`` library the way transformers 5 builds ``LlamaTokenizer``:
-    a ``Metaspace`` pre-tokenizer (``▁`` for spaces, prepended to the start of the text only),
-    byte fallback, BOS ``<s>`` added by the post-processor. The vocabulary is a Unigram model over
-    [`SENTENCEPIECE_WORDS`] (each as ``▁word`` and ``word``) and [`SENTENCEPIECE_SYMBOLS`], so a test can
-    write the pieces a text must give by hand. Ids: ``<unk> <s> </s>`` 0..2, the 256 byte pieces
-    ``<0x00>``..``<0xFF>`` 3..258 (as Llama), then the words; ``<image>``, ``<video>``, ``<pad>`` last.
-    The chat template is Vicuna v1's or Mistral instruct's.
-    """
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    from .chat_templates import MISTRAL_INSTRUCT
-
-    if style not in ("vicuna", "mistral"):
-        raise ValueError(f"style must be 'vicuna' or 'mistral', got {style!r}")
-    pieces = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
-    words = [w for word in SENTENCEPIECE_WORDS for w in ("▁" + word, word)]
-    pieces += list(dict.fromkeys(words + list(SENTENCEPIECE_SYMBOLS)))
-    vocab = [(p, 0.0 if i < 3 else -1.0) for i, p in enumerate(pieces)]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
-    tok.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
-    )
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
-    tok.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t in ("<image>", "<video>", "<pad>")]
-    )
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        padding_side="left",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
-        chat_template=VICUNA_V1 if style == "vicuna" else MISTRAL_INSTRUCT,
-    )
-
-
-def make_qwen_tokenizer(vocab_size: int = 600) -> Any:
-    """A Qwen-style tokenizer: byte-level BPE, no BOS, ChatML specials, the Qwen chat template.
-
-    Special tokens ``<|endoftext|>`` (pad/eos) ``<|im_start|>`` ``<|im_end|>`` ``<image>`` ``<video>``.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from .chat_templates import QWEN_1_5
-
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator((_CORPUS + ["You are a helpful assistant. system user assistant"]) * 4, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        padding_side="left",
-        extra_special_tokens={"image_token": "<image>", "video_token": "<video>"},
-        chat_template=QWEN_1_5,
-    )
