@@ -15,6 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PKG
 LAYERS: dict[int, tuple[str, ...]] = {
     0: (
         "errors",
+        "visual_tokens",
         "rope",
         "limits",
         "frame_sampling",

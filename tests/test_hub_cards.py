@@ -198,6 +198,7 @@ def test_export_loads_with_remote_code_where_the_plugin_cannot_be_imported(expor
 CORE = {
     "configuration.py", "errors.py", "frame_sampling.py", "image_processing.py", "layout.py", "limits.py",
     "modeling.py", "processing.py", "rope.py", "tokenization.py", "video_inputs.py", "video_processing.py",
+    "visual_tokens.py",
 }  # fmt: skip
 
 

@@ -324,6 +324,21 @@ def test_too_long_prompt_names_the_fix(tokenizer, processor):
         processor(text=prompt, videos=video[:2], truncation=True)
 
 
+def test_too_long_prompt_with_two_videos_names_frames_per_video(tokenizer, processor):
+    prompt = "USER: <video> then <video>\nSame scene? ASSISTANT:"
+    n_text = len(tokenizer(prompt)["input_ids"]) - 2  # every token but the two placeholders
+    per_video = (4096 - n_text) // (2 * 144)  # frames per video: both clips sampled alike, 144 tokens each
+    videos = [_frames(32, 16, 16), _frames(32, 16, 16, seed=1)]
+    with pytest.raises(ContextLengthError) as info:
+        processor(text=prompt, videos=videos)
+    assert f"at most {per_video} frames per video (2 videos)" in str(info.value)
+    # the advice is exact: that many frames fit, one more does not
+    out = processor(text=prompt, videos=videos, num_frames=per_video)
+    assert out["input_ids"].shape[1] == n_text + 2 * 144 * per_video <= 4096
+    with pytest.raises(ContextLengthError):
+        processor(text=prompt, videos=videos, num_frames=per_video + 1)
+
+
 # ------------------------------------------------------------------------------------------ save / load
 
 

@@ -10,9 +10,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.models.auto import CONFIG_MAPPING
 
-from .rope import num_image_tokens, num_video_tokens, rope_factor
-
-DEFAULT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+from .rope import TEXT_TOKEN_BUDGET, rope_factor
+from .visual_tokens import DEFAULT_GRID_PINPOINTS, max_frames_that_fit, num_image_tokens, num_video_tokens
 
 #: ``model_type`` of another family's config.json -> ``reader(config_dict, path) -> our config dict``,
 #: used by ``get_config_dict``. Filled by ``compat.register()`` (the layer above, run when the package
@@ -162,7 +161,7 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
         return "clip" in getattr(self.vision_config, "model_type", "")
 
     def video_token_kwargs(self) -> dict:
-        """The arguments of [`rope.num_video_tokens`] this config implies."""
+        """The arguments of [`visual_tokens.num_video_tokens`] this config implies."""
         return {
             "image_size": self.vision_config.image_size,
             "patch_size": self.vision_config.patch_size,
@@ -174,6 +173,11 @@ class LlavaNextVideoAnyResConfig(PreTrainedConfig):
     def num_video_tokens(self, num_frames: int) -> int:
         """``<video>`` tokens of a clip of ``num_frames`` frames under this config."""
         return num_video_tokens(num_frames, **self.video_token_kwargs())
+
+    @property
+    def frames_that_fit(self) -> int:
+        """Frames of one video that fit the context next to the text budget (``rope.TEXT_TOKEN_BUDGET``)."""
+        return max_frames_that_fit(self.context_length, TEXT_TOKEN_BUDGET, **self.video_token_kwargs())
 
     def num_image_tokens(self, height: int, width: int) -> int:
         """``<image>`` tokens of an image of ``height`` x ``width`` pixels under this config."""

@@ -18,9 +18,9 @@ from transformers.image_utils import (
 )
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-from .configuration import DEFAULT_GRID_PINPOINTS
 from .errors import ImageLoadError
 from .limits import MAX_PIXELS
+from .visual_tokens import DEFAULT_GRID_PINPOINTS
 
 DEFAULT_IMAGE_SIZE = 336
 SIGLIP_MEAN = (0.5, 0.5, 0.5)

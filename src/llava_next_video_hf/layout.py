@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .configuration import LlavaNextVideoAnyResConfig
 from .errors import PlaceholderMismatchError
-from .rope import pooled_grid, select_best_resolution, unpadded_features
+from .visual_tokens import pooled_grid, select_best_resolution, unpadded_features
 
 
 def spatial_pool(features: torch.Tensor, grid: int, stride: int, mode: str) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The processor of LLaVA-NeXT-Video (AnyRes): image processor + video processor + tokenizer.
 
 [`LlavaNextVideoAnyResProcessor`] expands every ``<image>``/``<video>`` placeholder to exactly the
-number of features the model produces (the arithmetic lives in [`rope`](rope.py) only), refuses
+number of features the model produces (the arithmetic lives in [`visual_tokens`](visual_tokens.py) only), refuses
 prompts longer than the model's context (never truncates) and says what would fit; it tokenizes like
 the original LLaVA code by default ([`tokenization.tokenize_like_original`]). The image and video
 processors are in ``image_processing`` and ``video_processing``.
@@ -39,17 +39,11 @@ from .image_processing import (
     LlavaNextVideoAnyResImageProcessor,
     flatten_images,
 )
-from .rope import (
-    NEWLINE_POSITIONS,
-    POOL_MODES,
-    max_frames_that_fit,
-    num_image_tokens,
-    num_video_tokens,
-    rope_factor,
-)
+from .rope import context_overflow_message
 from .tokenization import TOKENIZATION_MODES, tokenize_batch_like_original
 from .video_inputs import flatten_videos
 from .video_processing import LlavaNextVideoAnyResVideoProcessor, LlavaNextVideoAnyResVideoProcessorKwargs
+from .visual_tokens import NEWLINE_POSITIONS, POOL_MODES, num_image_tokens, num_video_tokens
 
 __all__ = [
     "LlavaNextVideoAnyResImageProcessor",
@@ -92,8 +86,8 @@ def _is_text(x: Any) -> bool:
 class LlavaNextVideoAnyResProcessor(ProcessorMixin):
     r"""Processor of LLaVA-NeXT-Video (AnyRes): image processor + video processor + tokenizer.
 
-    Every ``<image>`` placeholder becomes ``rope.num_image_tokens(h, w, ...)`` tokens and every
-    ``<video>`` ``rope.num_video_tokens(T, ...)`` tokens, in order of appearance across the batch.
+    Every ``<image>`` placeholder becomes ``visual_tokens.num_image_tokens(h, w, ...)`` tokens and every
+    ``<video>`` ``visual_tokens.num_video_tokens(T, ...)`` tokens, in order of appearance across the batch.
 
     Args:
         image_processor: [`LlavaNextVideoAnyResImageProcessor`].
@@ -234,9 +228,9 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         settings.update(kwargs)
         return cls(image_processor, video_processor, tokenizer, **settings)
 
-    # ---------------------------------------------------------------- token math (via rope.py)
+    # ---------------------------------------------------------------- token math (via visual_tokens.py)
     def video_token_kwargs(self) -> dict[str, Any]:
-        """The arguments of ``rope.num_video_tokens`` this processor implies."""
+        """The arguments of ``visual_tokens.num_video_tokens`` this processor implies."""
         return {
             "image_size": _size_field(self.video_processor.crop_size, "height"),
             "patch_size": self.patch_size,
@@ -458,42 +452,18 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
                 raise ContextLengthError(self._length_message(i, length, n_video, n_image, frames))
 
     def _length_message(self, index: int, length: int, n_video: int, n_image: int, frames: list[int]) -> str:
-        """What overflowed, what would fit, and how to make it fit (frames or RoPE factor)."""
-        ctx, orig = self.context_length, self.original_context_length or self.context_length
-        assert ctx is not None
-        factor = rope_factor(length, orig, text_budget=0)  # = ceil(length / orig) when >= 2
-        current = ctx / orig
-        head = (
-            f"prompt {index} is {length} tokens long ({n_video} video tokens for {sum(frames)} frames, "
-            f"{n_image} image tokens, {length - n_video - n_image} text tokens) but the model's context is "
-            f"{ctx} positions ({orig} trained positions x linear RoPE factor {current:g}); nothing was truncated."
+        """What overflowed, what would fit, and how to make it fit (``rope.context_overflow_message``)."""
+        assert self.context_length is not None
+        return context_overflow_message(
+            index,
+            length,
+            video_tokens=n_video,
+            image_tokens=n_image,
+            frames=frames,
+            context_length=self.context_length,
+            trained_context_length=self.original_context_length or self.context_length,
+            video_kwargs=self.video_token_kwargs(),
         )
-        fixes = []
-        if frames:
-            other = length - n_video
-            kw = self.video_token_kwargs()
-            if len(frames) == 1:
-                fit = max_frames_that_fit(ctx, other, **kw)
-            else:
-                fit = 0
-                while other + len(frames) * num_video_tokens(fit + 1, **kw) <= ctx:
-                    fit += 1
-            per = "" if len(frames) == 1 else f" per video ({len(frames)} videos)"
-            if fit > 0:
-                fixes.append(
-                    f"sample at most {fit} frames{per} (num_frames={fit} or max_frames={fit} in the processor call)"
-                )
-            else:
-                fixes.append("even 1 frame does not fit: shorten the text or use fewer images/videos")
-        fix_rope = (
-            f"load the model with a linear RoPE factor of at least {factor} = ceil({length} / {orig}): "
-            f"`from_pretrained(..., rope_scaling_factor={factor})`"
-        )
-        if frames:
-            fix_rope += f" or `from_pretrained(..., max_frames={max(frames)}, rope_scaling_factor='auto')`"
-        fix_rope += ", and build the processor from that config"
-        fixes.append(fix_rope)
-        return head + " To fit it: " + "; or ".join(fixes) + "."
 
     # ---------------------------------------------------------------- chat template
     def apply_chat_template(self, conversation: Any, chat_template: str | None = None, **kwargs: Any) -> Any:

@@ -1,8 +1,10 @@
-"""Token math and the length-generalization rule, in one place.
+"""The length-generalization rule: which linear RoPE factor a frame budget needs, in one place.
 
-Every component (config, processor, model, modeling patches, vLLM plugin) asks these
-functions how many tokens a frame, a video or an image costs and which linear RoPE
-factor a frame budget needs. Nothing else in the package repeats this arithmetic.
+LLaVA-NeXT-Video fits more frames than the language model's trained context by stretching its
+rotary positions linearly: ``f = ceil((visual_tokens + 1000) / trained_context)``, applied when
+``f >= 2``. The config, the converter, the modeling patches, the vLLM plugin and the processor's
+"does not fit" advice all ask [`rope_factor`]; the token counts it is fed come from
+[`visual_tokens`](visual_tokens.py) (re-exported here: ``rope.num_video_tokens`` is public API).
 """
 
 from __future__ import annotations
@@ -10,119 +12,34 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-NEWLINE_POSITIONS = ("no_token", "one_token", "frame", "grid")
-POOL_MODES = ("average", "max", "bilinear")
+from .visual_tokens import (
+    NEWLINE_POSITIONS,
+    POOL_MODES,
+    max_frames_that_fit,
+    num_image_tokens,
+    num_video_tokens,
+    pooled_grid,
+    select_best_resolution,
+    unpadded_features,
+)
+
+__all__ = [
+    "NEWLINE_POSITIONS",
+    "POOL_MODES",
+    "TEXT_TOKEN_BUDGET",
+    "context_overflow_message",
+    "max_frames_that_fit",
+    "num_image_tokens",
+    "num_video_tokens",
+    "parse_rope_factor",
+    "pooled_grid",
+    "rope_factor",
+    "select_best_resolution",
+    "unpadded_features",
+]
 
 #: Tokens the length rule reserves for the text of a prompt (the reference recipe's 1000).
 TEXT_TOKEN_BUDGET = 1000
-
-
-def pooled_grid(image_size: int, patch_size: int, stride: int, mode: str = "average") -> int:
-    """Side of the frame's token grid after ``stride`` x ``stride`` spatial pooling.
-
-    With ``grid = image_size // patch_size`` (24 for 336/14), as the original LLaVA-NeXT
-    ``get_2dPool``/``SpatialPool`` and transformers compute it: ``average``/``max`` pooling with
-    window and step ``stride`` keep ``floor(grid / stride)`` (a partial last window is dropped),
-    ``bilinear`` resizes to ``ceil(grid / stride)``. Stride 5 on 24: 4 (average/max), 5 (bilinear).
-    """
-    if stride < 1:
-        raise ValueError(f"spatial_pool_stride must be >= 1, got {stride}")
-    grid = image_size // patch_size
-    if stride > grid:
-        raise ValueError(f"spatial_pool_stride must be at most the patch grid ({grid}), got {stride}")
-    if mode in ("average", "max"):
-        return grid // stride
-    if mode == "bilinear":
-        return math.ceil(grid / stride)
-    raise ValueError(f"spatial_pool_mode must be one of {POOL_MODES}, got {mode!r}")
-
-
-def num_video_tokens(
-    num_frames: int,
-    *,
-    image_size: int = 336,
-    patch_size: int = 14,
-    stride: int = 2,
-    mode: str = "average",
-    newline_position: str = "no_token",
-) -> int:
-    """Number of ``<video>`` tokens a clip of ``num_frames`` frames expands to.
-
-    ``side = pooled_grid(image_size, patch_size, stride, mode)``, ``per_frame = side**2``:
-    no_token ``T*per_frame``; one_token ``T*per_frame + 1``; frame ``T*(per_frame + 1)``;
-    grid ``T*side*(side + 1)`` (a newline after every row of every frame).
-    """
-    if num_frames < 1:
-        raise ValueError(f"a video needs at least 1 frame, got {num_frames}")
-    side = pooled_grid(image_size, patch_size, stride, mode)
-    per_frame = side * side
-    if newline_position == "no_token":
-        return num_frames * per_frame
-    if newline_position == "one_token":
-        return num_frames * per_frame + 1
-    if newline_position == "frame":
-        return num_frames * (per_frame + 1)
-    if newline_position == "grid":
-        return num_frames * side * (side + 1)
-    raise ValueError(f"video_newline_position must be one of {NEWLINE_POSITIONS}, got {newline_position!r}")
-
-
-def select_best_resolution(
-    original_size: tuple[int, int], possible: Sequence[Sequence[int]]
-) -> tuple[int, int]:
-    """LLaVA-NeXT's choice of canvas (height, width) for an image of ``original_size`` (height, width).
-
-    Maximises the effective resolution kept after a fit-inside resize, then minimises wasted area.
-    """
-    orig_h, orig_w = original_size
-    best, best_eff, best_waste = None, -1, math.inf
-    for h, w in possible:
-        scale = min(w / orig_w, h / orig_h)
-        down_w, down_h = int(orig_w * scale), int(orig_h * scale)
-        effective = min(down_w * down_h, orig_w * orig_h)
-        waste = h * w - effective
-        if effective > best_eff or (effective == best_eff and waste < best_waste):
-            best, best_eff, best_waste = (h, w), effective, waste
-    assert best is not None, "image_grid_pinpoints is empty"
-    return best
-
-
-def unpadded_features(height: int, width: int, patches_h: int, patches_w: int) -> tuple[int, int]:
-    """(rows, cols) of the patch-feature grid left after removing the AnyRes padding.
-
-    ``height, width`` are the original image size; ``patches_h, patches_w`` the feature grid of
-    the padded canvas (tiles x grid). Mirrors LLaVA-NeXT's ``unpad_image`` rounding exactly.
-    """
-    if width / height > patches_w / patches_h:  # the image is wider than the canvas: rows were padded
-        new_h = int(round(height * (patches_w / width), 7))
-        pad = (patches_h - new_h) // 2
-        return patches_h - 2 * pad, patches_w
-    new_w = int(round(width * (patches_h / height), 7))
-    pad = (patches_w - new_w) // 2
-    return patches_h, patches_w - 2 * pad
-
-
-def num_image_tokens(
-    height: int,
-    width: int,
-    *,
-    image_size: int = 336,
-    patch_size: int = 14,
-    grid_pinpoints: Sequence[Sequence[int]] = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)),
-    keeps_cls: bool = False,
-) -> int:
-    """Number of ``<image>`` tokens of an AnyRes image of ``height`` x ``width`` pixels.
-
-    Base view (``grid**2`` features, +1 when the CLS feature is kept) plus the unpadded tile
-    features with one ``image_newline`` per row — LLaVA-NeXT's ``spatial_unpad`` layout.
-    """
-    grid = image_size // patch_size
-    best_h, best_w = select_best_resolution((height, width), grid_pinpoints)
-    rows, cols = unpadded_features(
-        height, width, grid * (best_h // image_size), grid * (best_w // image_size)
-    )
-    base = grid * grid + int(keeps_cls)
-    return base + rows * (cols + 1)
 
 
 def rope_factor(visual_tokens: int, context_length: int, text_budget: int = TEXT_TOKEN_BUDGET) -> int:
@@ -154,13 +71,49 @@ def parse_rope_factor(text: str | float) -> float | str:
     return value
 
 
-def max_frames_that_fit(
+def context_overflow_message(
+    index: int,
+    length: int,
+    *,
+    video_tokens: int,
+    image_tokens: int,
+    frames: Sequence[int],
     context_length: int,
-    text_tokens: int,
-    **video_kwargs: int | str,
-) -> int:
-    """Largest frame count whose video tokens plus ``text_tokens`` fit ``context_length`` (0 if none)."""
-    frames = 0
-    while text_tokens + num_video_tokens(frames + 1, **video_kwargs) <= context_length:  # type: ignore[arg-type]
-        frames += 1
-    return frames
+    trained_context_length: int,
+    video_kwargs: dict,
+) -> str:
+    """Why prompt ``index`` (``length`` tokens) does not fit, and the two ways to make it fit.
+
+    Names the token split (video / image / text), the context (trained positions x factor), the
+    frames per video that would fit (``max_frames_that_fit`` with the prompt's other tokens) and the
+    RoPE factor that would fit it as is (``rope_factor`` with no text budget: the text is counted).
+    """
+    factor = rope_factor(length, trained_context_length, text_budget=0)  # = ceil(length / trained)
+    current = context_length / trained_context_length
+    head = (
+        f"prompt {index} is {length} tokens long ({video_tokens} video tokens for {sum(frames)} frames, "
+        f"{image_tokens} image tokens, {length - video_tokens - image_tokens} text tokens) but the model's "
+        f"context is {context_length} positions ({trained_context_length} trained positions x linear RoPE "
+        f"factor {current:g}); nothing was truncated."
+    )
+    fixes = []
+    if frames:
+        fit = max_frames_that_fit(
+            context_length, length - video_tokens, num_videos=len(frames), **video_kwargs
+        )
+        per = "" if len(frames) == 1 else f" per video ({len(frames)} videos)"
+        if fit > 0:
+            fixes.append(
+                f"sample at most {fit} frames{per} (num_frames={fit} or max_frames={fit} in the processor call)"
+            )
+        else:
+            fixes.append("even 1 frame does not fit: shorten the text or use fewer images/videos")
+    fix_rope = (
+        f"load the model with a linear RoPE factor of at least {factor} = ceil({length} / {trained_context_length}): "
+        f"`from_pretrained(..., rope_scaling_factor={factor})`"
+    )
+    if frames:
+        fix_rope += f" or `from_pretrained(..., max_frames={max(frames)}, rope_scaling_factor='auto')`"
+    fix_rope += ", and build the processor from that config"
+    fixes.append(fix_rope)
+    return head + " To fit it: " + "; or ".join(fixes) + "."

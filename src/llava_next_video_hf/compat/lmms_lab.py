@@ -7,11 +7,12 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import rope
-from ..configuration import DEFAULT_GRID_PINPOINTS, LlavaNextVideoAnyResConfig
+from .. import visual_tokens
+from ..configuration import LlavaNextVideoAnyResConfig
 from ..errors import ConversionError
 from .settings import (
     PAPER_VIDEO_SETTINGS,
@@ -176,7 +177,7 @@ def _parse_pinpoints(value: Any, image_size: int) -> list[list[int]] | None:
     return [[height, width] for width, height in pairs]
 
 
-def _check_aspect_ratio(aspect: Any, pinpoints: list[list[int]], image_size: int) -> None:
+def _check_aspect_ratio(aspect: Any, pinpoints: Sequence[Sequence[int]], image_size: int) -> None:
     """Accept ``image_aspect_ratio`` values whose images our AnyRes path reproduces; refuse the rest.
 
     ``anyres_max_N`` downsamples an image's unpadded tile features (bilinear) when they cover more
@@ -230,8 +231,8 @@ def _lmms_lab_video_settings(cfg: dict, notes: list[str], settings: Settings | N
         "mm_newline_position" in cfg or "mm_spatial_pool_stride" in cfg
     ):  # OneVision-era: after the projector
         position, newline = "after_projector", cfg.get("mm_newline_position", "one_token")
-        if mode not in rope.POOL_MODES:
-            raise ConversionError(f"mm_spatial_pool_mode {mode!r} is not one of {rope.POOL_MODES}")
+        if mode not in visual_tokens.POOL_MODES:
+            raise ConversionError(f"mm_spatial_pool_mode {mode!r} is not one of {visual_tokens.POOL_MODES}")
         if stride != 2 and settings.spatial_pool_stride is None:
             raise ConversionError(
                 f"mm_spatial_pool_stride {stride}: the original code pools videos after the projector with "
@@ -242,8 +243,10 @@ def _lmms_lab_video_settings(cfg: dict, notes: list[str], settings: Settings | N
             "config.json states no video pooling: using the paper's (2x2 average before the projector)"
         )
         return dict(PAPER_VIDEO_SETTINGS)
-    if newline not in rope.NEWLINE_POSITIONS:
-        raise ConversionError(f"mm_newline_position {newline!r} is not one of {rope.NEWLINE_POSITIONS}")
+    if newline not in visual_tokens.NEWLINE_POSITIONS:
+        raise ConversionError(
+            f"mm_newline_position {newline!r} is not one of {visual_tokens.NEWLINE_POSITIONS}"
+        )
     return {
         "spatial_pool_stride": stride,
         "spatial_pool_mode": mode,
@@ -283,7 +286,7 @@ def config_from_lmms_lab(
     image_size = int(vision.get("image_size", 336))
     pinpoints = _parse_pinpoints(cfg.get("image_grid_pinpoints"), image_size)
     _check_aspect_ratio(
-        cfg.get("image_aspect_ratio", "anyres"), pinpoints or DEFAULT_GRID_PINPOINTS, image_size
+        cfg.get("image_aspect_ratio", "anyres"), pinpoints or visual_tokens.DEFAULT_GRID_PINPOINTS, image_size
     )
     text, factor = _normalize_text_rope(_lmms_lab_text_config(cfg))
     fields = {

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from .. import output_dir, rope
+from .. import output_dir, rope, visual_tokens
 from ..chat_templates import TEMPLATES
 from ..compat import (
     Settings,
@@ -343,7 +343,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--newline",
         dest="video_newline_position",
-        choices=rope.NEWLINE_POSITIONS,
+        choices=visual_tokens.NEWLINE_POSITIONS,
         help="video newline policy",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from .. import rope
 from ..chat_templates import TEMPLATES
 from ..compat import (
     LMMS_LAB_TEXT,
@@ -349,9 +348,7 @@ def _fit_num_frames(config: LlavaNextVideoAnyResConfig, settings: Settings, note
     """Default frame count: what fits the context with the text budget, unless ``--num-frames`` says."""
     if settings.num_frames is not None:
         return
-    fits = rope.max_frames_that_fit(
-        config.context_length, rope.TEXT_TOKEN_BUDGET, **config.video_token_kwargs()
-    )
+    fits = config.frames_that_fit
     if fits < config.num_frames:
         notes.append(
             f"num_frames {config.num_frames} -> {max(1, fits)}: {config.num_frames} frames do not fit the "

@@ -35,7 +35,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .. import rope
+from .. import rope, visual_tokens
 from ..errors import LlavaNextVideoError
 
 # The card's text, metadata block included: rendered by ``ModelCard.from_template`` with the values below.
@@ -299,7 +299,7 @@ def _template_values(folder: Path, config: Any) -> dict[str, Any]:
         "frames": config.num_frames,
         "max_frames": config.max_frames,
         "grid": kw["image_size"] // kw["patch_size"],
-        "side": rope.pooled_grid(kw["image_size"], kw["patch_size"], kw["stride"], kw["mode"]),
+        "side": visual_tokens.pooled_grid(kw["image_size"], kw["patch_size"], kw["stride"], kw["mode"]),
         "tokens_one_frame": config.num_video_tokens(1),
         "tokens_default_clip": config.num_video_tokens(config.num_frames),
         "factor": f"{config.linear_rope_factor:g}",
@@ -307,7 +307,7 @@ def _template_values(folder: Path, config: Any) -> dict[str, Any]:
         "trained_context": config.trained_context_length,
         "context": config.context_length,
         "text_budget": rope.TEXT_TOKEN_BUDGET,
-        "longest_video": rope.max_frames_that_fit(config.context_length, rope.TEXT_TOKEN_BUDGET, **kw),
+        "longest_video": config.frames_that_fit,
     }
 
 

@@ -111,7 +111,7 @@ def default_options(model: nn.Module) -> VideoOptions:
 
 
 def video_token_kwargs(model: nn.Module) -> dict:
-    """The arguments of [`rope.num_video_tokens`] for ``model``'s videos (its frame size and options)."""
+    """The arguments of [`visual_tokens.num_video_tokens`] for ``model``'s videos (its frame size and options)."""
     cfg = model.config
     if isinstance(cfg, LlavaNextVideoAnyResConfig):
         return cfg.video_token_kwargs()

@@ -18,7 +18,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from .. import rope
+from .. import rope, visual_tokens
 from ..configuration import LlavaNextVideoAnyResConfig, apply_linear_rope, linear_factor_of
 from ..errors import UnsupportedModelError
 from ._common import RopePatch, drop_state_if_empty, ensure_state, get_patch_state, video_token_kwargs
@@ -145,7 +145,7 @@ def scale_rope(model: nn.Module, factor: float | None = None, *, max_frames: int
             ``max_position_embeddings * factor`` (``configuration.context_length_of``). The model's
             own factor (1 for an unscaled model) restores the saved config and buffers exactly.
         max_frames: instead of ``factor``, a frame budget: the factor is
-            ``rope.rope_factor(rope.num_video_tokens(max_frames, ...), max_position_embeddings)`` with the
+            ``rope.rope_factor(visual_tokens.num_video_tokens(max_frames, ...), max_position_embeddings)`` with the
             model's video token layout (LLaVA models only).
 
     The weights never change; the rotary ``inv_freq`` buffers are rebuilt from the updated config.
@@ -162,7 +162,7 @@ def scale_rope(model: nn.Module, factor: float | None = None, *, max_frames: int
     original = patch.original_context if patch is not None else int(cfg.max_position_embeddings)
     if max_frames is not None:
         factor = rope.rope_factor(
-            rope.num_video_tokens(int(max_frames), **video_token_kwargs(model)), original
+            visual_tokens.num_video_tokens(int(max_frames), **video_token_kwargs(model)), original
         )
     factor = float(factor)
     if factor < 1:

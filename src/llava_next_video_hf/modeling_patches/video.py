@@ -32,7 +32,6 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .. import rope
 from ..configuration import LlavaNextVideoAnyResConfig, linear_factor_of
 from ..errors import UnsupportedModelError
 from ..modeling import TowerVideoFeatures
@@ -226,9 +225,7 @@ def _config_for_options(
         rope_scaling_factor=factor if factor != 1 else None,
     )
     # frames the processor samples by default: the budget, capped by what fits the context with text
-    fits = rope.max_frames_that_fit(
-        config.context_length, rope.TEXT_TOKEN_BUDGET, **config.video_token_kwargs()
-    )
+    fits = config.frames_that_fit
     config.num_frames = max(1, min(config.num_frames, options.max_frames or config.num_frames, fits))
     return config
 

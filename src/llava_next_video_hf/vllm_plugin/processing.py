@@ -1,7 +1,7 @@
 """vLLM's multimodal processing for LLaVA-NeXT-Video (AnyRes): processing info, dummy inputs, processor.
 
 * [`LlavaNextVideoAnyResProcessingInfo`]: token counts, always from the checkpoint's config
-  (``config.num_video_tokens(T)`` / ``config.num_image_tokens(h, w)``, i.e. ``rope.py``).
+  (``config.num_video_tokens(T)`` / ``config.num_image_tokens(h, w)``, i.e. ``visual_tokens.py``).
 * [`LlavaNextVideoAnyResDummyInputsBuilder`]: the largest video (frames that fit the sequence) and
   the largest AnyRes image, for memory profiling.
 * [`LlavaNextVideoAnyResMultiModalProcessor`]: vLLM tokenizes the prompt and expands placeholders
@@ -163,11 +163,11 @@ class LlavaNextVideoAnyResProcessingInfo(BaseProcessingInfo):
         return {"image": None, "video": None}
 
     def get_num_video_tokens(self, num_frames: int) -> int:
-        """``<video>`` tokens of a clip of ``num_frames`` frames (``rope.num_video_tokens``)."""
+        """``<video>`` tokens of a clip of ``num_frames`` frames (``visual_tokens.num_video_tokens``)."""
         return self.get_hf_config().num_video_tokens(num_frames)
 
     def get_num_image_tokens(self, *, image_width: int, image_height: int) -> int:
-        """``<image>`` tokens of an AnyRes image (``rope.num_image_tokens``)."""
+        """``<image>`` tokens of an AnyRes image (``visual_tokens.num_image_tokens``)."""
         return self.get_hf_config().num_image_tokens(image_height, image_width)
 
     def get_image_size_with_most_features(self) -> ImageSize:

@@ -124,9 +124,9 @@ def frames_that_fit(max_model_len: int, config: Any) -> int:
     """The most frames of one video whose tokens leave one text token within ``max_model_len``
     (the server's frame limit before an operator lowers it; the dummy video and the encoder CUDA
     graphs use it too)."""
-    from .. import rope
+    from ..visual_tokens import max_frames_that_fit
 
-    return rope.max_frames_that_fit(int(max_model_len), 1, **config.video_token_kwargs())
+    return max_frames_that_fit(int(max_model_len), 1, **config.video_token_kwargs())
 
 
 def configure_for_model(model_config: Any, config: Any, video_processor: Any) -> int:
