@@ -50,7 +50,8 @@ lint: setup
 
 # the wheel users get (also what test-compat installs)
 wheel: setup
-	rm -rf build/dist
+	# setuptools reuses build/lib and never deletes from it: a module moved or removed in src/ would ship
+	rm -rf build/dist build/lib build/bdist.*
 	$(BIN)/python -m pip wheel --no-deps -q -w build/dist .
 
 # The non-vLLM suite against the lowest and newest allowed transformers (x torch), each in a fresh

@@ -22,12 +22,14 @@ import fcntl
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +166,15 @@ def engine_lock() -> Iterator[EngineLock]:
     lock.release()
 
 
+def source_files() -> list[str]:
+    """The repository's files as git sees them: tracked and new, not ignored (build outputs are)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return sorted(n for n in listed.split("\0") if n and (REPO / n).is_file())
+
+
 @pytest.fixture(scope="module")
 def blocks() -> list[Block]:
     found = readme_blocks(README.read_text())
@@ -177,8 +188,12 @@ def user(tmp_path_factory, blocks, engine_lock) -> UserEnv:
     """Wheel -> fresh venv -> the README's CPU install block, checked between its lines."""
     u = UserEnv(tmp_path_factory.mktemp("user-install"))
     dist = u.root / "dist"
+    tree = u.root / "tree"  # what a fresh clone would hold: no stale build/lib of this checkout
+    for name in source_files():
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, tree / name)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(tree)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     _ok(done, "building the wheel")
@@ -255,6 +270,17 @@ def _wait_healthy(server: subprocess.Popen, port: int, log: Path, timeout: float
             pass
         time.sleep(2)
     pytest.fail(f"the README's server did not become healthy in {timeout} s:\n{log.read_text()[-5000:]}")
+
+
+def test_wheel_ships_every_package_file_and_nothing_else(user):
+    """Modules, templates and assets all reach users; nothing beside them (stale or foreign) does."""
+    prefix = "src/llava_next_video_hf/"
+    expected = {n.removeprefix("src/") for n in source_files() if n.startswith(prefix)}
+    with zipfile.ZipFile(user.wheel) as wheel:
+        shipped = {n for n in wheel.namelist() if n.startswith("llava_next_video_hf/")}
+    assert shipped == expected, (
+        f"missing from the wheel: {sorted(expected - shipped)}; not in the source tree: {sorted(shipped - expected)}"
+    )
 
 
 def test_every_readme_block_is_run_or_says_why_not(blocks):
