@@ -26,6 +26,8 @@ def register() -> None:
       (their product) gives the checkpoint's ``context_length`` as the default ``max_model_len``.
     * Our video loader (``video_loader``): requests for this model decode with
       ``video_io.load_video``, bounded by the frames that fit ``max_model_len``.
+    * Our media connector (``media_connector``), which ``llava-next-video serve`` selects: vLLM's
+      own, plus clear refusals of local files and internal URLs a network-facing server must not read.
     """
     global _registered
     if _registered:
@@ -41,6 +43,9 @@ def register() -> None:
     from .video_loader import register_video_loader
 
     register_video_loader()
+    from .media_connector import register_media_connector
+
+    register_media_connector()
     _registered = True
 
 
