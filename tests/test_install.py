@@ -62,19 +62,24 @@ def test_importing_the_package_next_to_a_cuda_torchvision_says_how_to_fix_it(tmp
     assert "Could not import module" not in done.stderr  # transformers did not get to fail first
 
 
-def test_serve_adds_the_checkpoints_frames_and_media_folder_unless_given(tmp_path):
+def test_serve_adds_the_checkpoints_frames_loopback_and_media_folder_unless_given(tmp_path):
     ckpt = testing.make_tiny_checkpoint(tmp_path / "ckpt", num_frames=5)
     added = serve.default_options(str(ckpt), ["--port", "8123"], cwd=tmp_path)
     assert added == [
         "--media-io-kwargs", json.dumps({"video": {"num_frames": 5}}),
+        "--host", "127.0.0.1",
         "--allowed-local-media-path", str(tmp_path.resolve()),
     ]  # fmt: skip
-    given = ["--media_io_kwargs={}", "--allowed-local-media-path", "/srv/videos"]
+    given = ["--media_io_kwargs={}", "--host", "127.0.0.1", "--allowed-local-media-path", "/srv/videos"]
     assert serve.default_options(str(ckpt), given, cwd=tmp_path) == []
-    # no readable config (e.g. a Hub id offline): only the media folder
+    # no readable config (e.g. a Hub id offline): loopback and the media folder
     assert serve.default_options(str(tmp_path / "missing"), [], cwd=tmp_path) == [
-        "--allowed-local-media-path", str(tmp_path.resolve()),
+        "--host", "127.0.0.1", "--allowed-local-media-path", str(tmp_path.resolve()),
     ]  # fmt: skip
+    # reachable from other machines: no folder unless the operator names one (tests/test_serve_safety.py)
+    assert (
+        serve.default_options(str(ckpt), ["--host", "0.0.0.0", "--media-io-kwargs", "{}"], cwd=tmp_path) == []
+    )
 
 
 def test_serve_passes_every_option_after_the_checkpoint_to_vllm():
