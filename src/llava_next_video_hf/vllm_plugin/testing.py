@@ -86,15 +86,22 @@ def serve(
     env: dict[str, str] | None = None,
     startup_timeout: float = 300.0,
     log_path: str | os.PathLike | None = None,
+    command: list[str] | None = None,
+    host: str | None = "127.0.0.1",
+    cwd: str | os.PathLike | None = None,
 ) -> Iterator[str]:
     """Run ``vllm serve model_path *args`` on 127.0.0.1 and yield its base URL once ``/health`` is 200.
+
+    ``command`` replaces ``vllm serve`` (e.g. ``["llava-next-video", "serve"]``); ``host=None`` passes
+    no ``--host`` (the command's default); the base URL is always on 127.0.0.1.
 
     Raises ``RuntimeError`` (with the end of the server log) if the server exits or is not healthy
     within ``startup_timeout`` seconds. On exit the server is terminated; if it has not stopped after
     30 s, its process group (the server and the engine processes it started) is killed.
     """
     port = port or free_port()
-    cmd = [*vllm_command(), "serve", str(model_path), "--host", "127.0.0.1", "--port", str(port), *args]
+    hosting = ["--host", host] if host is not None else []
+    cmd = [*(command or [*vllm_command(), "serve"]), str(model_path), *hosting, "--port", str(port), *args]
     log = Path(log_path) if log_path else Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm-serve-{port}.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
@@ -102,6 +109,7 @@ def serve(
             stdout=sink,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
             start_new_session=True,
         )
         base = f"http://127.0.0.1:{port}"
