@@ -46,6 +46,11 @@ def _sleep(seconds: float) -> float:
     return seconds
 
 
+class _FailsToUnpickle:
+    def __reduce__(self):
+        return (_raise, ("unpickled",))
+
+
 @pytest.fixture(scope="module")
 def pool():
     with DecodePool(workers=2, deadline_s=3) as p:
@@ -77,6 +82,13 @@ def test_large_and_small_results(pool):
 def test_exceptions_come_back_as_raised(pool):
     with pytest.raises(KeyError, match="mine"):
         pool.submit(_raise, "mine").result()
+    crashed = pool.crashed
+    with pytest.raises(KeyError, match="unpickled"):  # a job the worker cannot unpickle fails alone
+        pool.submit(_pid, _FailsToUnpickle()).result()
+    with pytest.raises(Exception, match="pickle"):  # one the caller cannot pickle too
+        pool.submit(_pid, lambda: 0).result()
+    assert pool.crashed == crashed
+    assert pool.submit(_sleep, 0).result() == 0
     with pytest.raises(VideoLoadError, match="<bytes>: not a readable video"):
         pool.load_video(b"not a video at all" * 100, num_frames=4)
 
@@ -145,6 +157,8 @@ def test_arguments_and_close():
         DecodePool(deadline_s=0)
     with pytest.raises(ValueError, match="start_method"):
         DecodePool(start_method="fork")
+    with pytest.raises(ValueError, match="start_method"):
+        DecodePool(start_method="forkserver")
     p = DecodePool(workers=1, deadline_s=None, start_method="spawn")
     assert p.submit(_sleep, 0).result(timeout=60) == 0
     pending = p.submit(_sleep, 30)

@@ -63,14 +63,16 @@ from __future__ import annotations
 
 from ..frame_sampling import sample_indices
 from .frames import MAX_OUTPUT_BYTES, MAX_PIXELS
-from .isolated import DEFAULT_DECODE_DEADLINE_S, DecodePool
+from .isolated import DEFAULT_DECODE_DEADLINE_S, DecodeDeadlineError, DecodePool, DecoderCrashError
 from .load import load_video
 from .metadata import VideoMetadata
 from .sources import MAX_SOURCE_BYTES, MAX_URL_BYTES, URL_DEADLINE_S, URL_TIMEOUT_S
 
 __all__ = [
     "DEFAULT_DECODE_DEADLINE_S",
+    "DecodeDeadlineError",
     "DecodePool",
+    "DecoderCrashError",
     "MAX_OUTPUT_BYTES",
     "MAX_PIXELS",
     "MAX_SOURCE_BYTES",

@@ -2,8 +2,9 @@
 
 FFmpeg is C code: a damaged file may make it crash (a segfault takes the whole process down) or spin
 (no Python-level timeout can interrupt it). :class:`DecodePool` runs each job in one of a few worker
-processes, started with ``forkserver`` (``spawn`` where that is missing; never ``fork``, which is
-unsafe in processes with threads, such as vLLM's API server):
+processes, each a fresh interpreter (``python -c``, as multiprocessing's ``spawn`` would start it,
+but without re-importing the caller's main script, which for ``vllm serve`` would import vLLM in
+every worker; never ``fork``, which is unsafe in processes with threads such as vLLM's API server):
 
 * a job that raises gives the same exception from ``future.result()`` (``VideoLoadError`` for a
   refused video);
@@ -27,7 +28,6 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import mmap
-import multiprocessing
 import multiprocessing.connection
 import os
 import pickle
@@ -35,6 +35,8 @@ import queue
 import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -50,16 +52,23 @@ from ..errors import VideoLoadError
 DEFAULT_DECODE_DEADLINE_S = 60.0
 #: Arrays at least this large come back through shared memory instead of the pipe.
 SHM_MIN_BYTES = 1 << 20
+#: The workers' process name (``/proc/PID/comm``, ``ps -o comm``).
+WORKER_NAME = "video_io-decode"
 #: Most workers a pool starts by default (fewer on machines with fewer cores).
 DEFAULT_WORKERS = 4
 
 _HAS_MEMFD = hasattr(os, "memfd_create")
+
+
+class DecoderCrashError(VideoLoadError):
+    """The worker process running a job died (a signal such as SIGSEGV, an exit, the OOM killer)."""
+
+
+class DecodeDeadlineError(VideoLoadError):
+    """A job ran past the pool's ``deadline_s``; its worker was killed."""
+
+
 _STOP = object()
-
-
-def _start_method() -> str:
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 # -- the worker side -----------------------------------------------------------------------------
@@ -136,35 +145,38 @@ def _encode_reply(ok: bool, value: Any, tb: str | None = None) -> tuple[bytes, l
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent dies (a stuck worker must not outlive it)."""
+    """Ask Linux to kill this worker when its parent dies (a stuck worker must not outlive it) and
+    name it :data:`WORKER_NAME`."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        libc.prctl(15, WORKER_NAME.encode())  # PR_SET_NAME: what ps and /proc/PID/comm show
     except Exception:  # pragma: no cover - not Linux
         pass
 
 
-def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str, ...]) -> None:
-    """Run jobs sent over ``conn`` until it closes; one reply per job."""
+def _worker_main(fd: int, parent_pid: int) -> None:
+    """Run jobs sent over the socket ``fd`` until it closes; one reply per job.
+
+    Started as ``python -c "...; _worker_entry()" FD PARENT_PID`` (a fresh interpreter: nothing of the
+    caller's threads, locks or main script comes along).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller decides when workers stop
     _die_with_parent()
-    import importlib
-
-    for name in preload:
-        try:
-            importlib.import_module(name)
-        except Exception:  # pragma: no cover - the job will report the import error itself
-            pass
-    sock = socket.socket(fileno=os.dup(conn.fileno())) if _HAS_MEMFD else None
+    if os.getppid() != parent_pid:  # the parent died before PR_SET_PDEATHSIG was in place
+        return
+    conn = multiprocessing.connection.Connection(fd)
+    sock = socket.socket(fileno=os.dup(fd)) if _HAS_MEMFD else None
     try:
         while True:
             try:
-                fn, args, kwargs = conn.recv()
+                raw = conn.recv_bytes()
             except (EOFError, OSError):
                 return
             try:
+                fn, args, kwargs = pickle.loads(raw)  # a job that cannot be unpickled fails alone
                 reply = _encode_reply(True, fn(*args, **kwargs))
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the caller
                 reply = _encode_reply(False, exc, traceback.format_exc())
@@ -177,11 +189,17 @@ def _worker_main(conn: multiprocessing.connection.Connection, preload: tuple[str
             except (BrokenPipeError, OSError):
                 return
             finally:
-                for fd in fds:
-                    os.close(fd)
+                for fd_ in fds:
+                    os.close(fd_)
     finally:
         if sock is not None:
             sock.close()
+        conn.close()
+
+
+def _worker_entry() -> None:
+    """``python -c`` entry point of a worker (see :meth:`_Worker.start_process`)."""
+    _worker_main(int(sys.argv[1]), int(sys.argv[2]))
 
 
 # -- the caller side -----------------------------------------------------------------------------
@@ -210,69 +228,98 @@ class _Job:
         self.desc = desc
 
 
+_WORKER_CODE = "from llava_next_video_hf.video_io.isolated import _worker_entry; _worker_entry()"
+
+
 class _Worker:
-    """One worker process and the thread in the caller that feeds it jobs."""
+    """One worker process and the thread in the caller that starts it and feeds it jobs.
+
+    The thread starts the process (``PR_SET_PDEATHSIG`` follows the thread that started a
+    process, so it must be the long-lived one) and restarts it after a crash or a deadline.
+    """
 
     def __init__(self, pool: DecodePool, slot: int):
         self.pool = pool
         self.slot = slot
-        self.process: Any = None
+        self.process: subprocess.Popen | None = None
         self.conn: multiprocessing.connection.Connection | None = None
         self.sock: socket.socket | None = None
+        self.started = threading.Event()
+        self.start_error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"video_io-decode-{slot}", daemon=True)
 
     # process management
 
     def start_process(self) -> None:
-        parent, child = self.pool._ctx.Pipe(duplex=True)
-        process = self.pool._ctx.Process(
-            target=_worker_main,
-            args=(child, self.pool._preload),
-            name=f"video_io-decode-{self.slot}",
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        self.process, self.conn = process, parent
-        self.sock = socket.socket(fileno=os.dup(parent.fileno())) if _HAS_MEMFD else None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # find what the caller finds
+            process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.process = process
+        self.conn = multiprocessing.connection.Connection(os.dup(ours.fileno()))
+        self.sock = ours
         self.pool._started += 1
 
     def stop_process(self) -> None:
         process, conn, sock = self.process, self.conn, self.sock
         self.process = self.conn = self.sock = None
-        if process is not None:
-            if process.is_alive():
-                process.kill()
-            process.join(5)
         for closable in (conn, sock):
             if closable is not None:
                 try:
                     closable.close()
                 except OSError:  # pragma: no cover
                     pass
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignored
+                pass
 
     # job loop
 
     def _run(self) -> None:
-        while True:
-            job = self.pool._jobs.get()
-            if job is _STOP:
-                return
-            if not job.future.set_running_or_notify_cancel():
-                continue
-            try:
-                ok, value = self._execute(job)
-            except BaseException as exc:  # noqa: BLE001 - the caller must always get an answer
-                ok, value = False, exc
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+        try:
+            self.start_process()
+        except BaseException as exc:  # noqa: BLE001 - reported by the pool's constructor
+            self.start_error = exc
+        finally:
+            self.started.set()
+        try:
+            while True:
+                job = self.pool._jobs.get()
+                if job is _STOP:
+                    return
+                if not job.future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    ok, value = self._execute(job)
+                except BaseException as exc:  # noqa: BLE001 - the caller must always get an answer
+                    ok, value = False, exc
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+        finally:
+            self.stop_process()
 
     def _send(self, job: _Job) -> None:
         """Hand ``job`` to a live worker, replacing one that died while idle."""
         for attempt in range(2):
-            if self.process is None or not self.process.is_alive():
+            if self.process is None or self.process.poll() is not None:
                 self.stop_process()
                 self.start_process()
             assert self.conn is not None
@@ -293,16 +340,15 @@ class _Worker:
         assert process is not None and conn is not None
         deadline = self.pool.deadline_s
         started = time.monotonic()
-        ready = multiprocessing.connection.wait(
-            [conn, process.sentinel], timeout=None if deadline is None else deadline
-        )
-        if conn in ready:
+        # A worker that dies closes its end of the socket: the connection turns readable (EOF).
+        ready = multiprocessing.connection.wait([conn], timeout=deadline)
+        if ready:
             try:
                 data = conn.recv_bytes()
                 (nfds,) = struct.unpack_from("<I", data)
                 fds = reduction.recvfds(sock, nfds) if nfds else []
             except (EOFError, OSError, struct.error):
-                pass  # died while answering: reported below as a crash
+                pass  # died before or while answering: reported below as a crash
             else:
                 try:
                     ok, value, tb = _ArrayUnpickler(io.BytesIO(memoryview(data)[4:]), fds).load()
@@ -315,19 +361,21 @@ class _Worker:
         if self.pool._closed:
             self.stop_process()
             return False, RuntimeError("DecodePool was closed while the job ran")
-        if not ready and process.is_alive():
+        if not ready:
             elapsed = time.monotonic() - started
             self.stop_process()
             self.pool._hung += 1
-            return False, VideoLoadError(
+            return False, DecodeDeadlineError(
                 f"{job.desc}: decoding took longer than the deadline of {deadline:g} s "
                 f"(stopped after {elapsed:.1f} s); the file may be damaged or too long to decode"
             )
-        process.join(5)
-        code = process.exitcode
+        try:
+            code = process.wait(5)
+        except subprocess.TimeoutExpired:  # closed its socket but lives on: stop it
+            code = None
         self.stop_process()
         self.pool._crashed += 1
-        return False, VideoLoadError(
+        return False, DecoderCrashError(
             f"{job.desc}: the decoder crashed ({_describe_exit(code)}); the file may be damaged"
         )
 
@@ -340,11 +388,12 @@ class DecodePool:
             cores); jobs beyond that wait in a queue.
         deadline_s: wall time (s) one job may run in its worker (``None``: no limit). A job past it
             fails with a ``VideoLoadError`` and its worker is killed and replaced.
-        start_method: ``"forkserver"`` (default where available) or ``"spawn"``; ``"fork"`` is
-            refused (unsafe in threaded processes).
-        preload: modules each worker imports when it starts (so the first job does not pay for it).
+        start_method: ``None`` or ``"spawn"`` (the only one: a fresh interpreter per worker, which
+            imports ``video_io`` when it starts; ``"fork"`` would be unsafe in threaded processes).
 
-    Use as a context manager, or call :meth:`close`. Workers start when the pool is made.
+    Use as a context manager, or call :meth:`close`. Workers start when the pool is made; jobs
+    must be picklable top-level functions of importable modules (workers find modules on the
+    caller's ``sys.path``). Workers are named :data:`WORKER_NAME` and die with the caller.
     """
 
     def __init__(
@@ -353,7 +402,6 @@ class DecodePool:
         deadline_s: float | None = DEFAULT_DECODE_DEADLINE_S,
         *,
         start_method: str | None = None,
-        preload: tuple[str, ...] = ("llava_next_video_hf.video_io",),
     ):
         if workers is None:
             workers = max(1, min(DEFAULT_WORKERS, os.cpu_count() or 1))
@@ -363,14 +411,13 @@ class DecodePool:
             isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or not deadline_s > 0
         ):
             raise ValueError(f"deadline_s must be a number > 0 or None, got {deadline_s!r}")
-        method = start_method or _start_method()
-        if method not in ("forkserver", "spawn"):
-            raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {method!r}")
+        if start_method not in (None, "spawn"):
+            raise ValueError(
+                f"start_method must be 'spawn' (a fresh interpreter per worker), got {start_method!r}"
+            )
         self.workers = workers
         self.deadline_s = None if deadline_s is None else float(deadline_s)
-        self.start_method = method
-        self._ctx = multiprocessing.get_context(method)
-        self._preload = tuple(preload)
+        self.start_method = "spawn"
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -378,13 +425,14 @@ class DecodePool:
         self._crashed = 0
         self._hung = 0
         self._workers = [_Worker(self, i) for i in range(workers)]
-        try:
-            for worker in self._workers:
-                worker.start_process()
-                worker.thread.start()
-        except BaseException:
+        for worker in self._workers:
+            worker.thread.start()
+        for worker in self._workers:
+            worker.started.wait()
+        errors = [w.start_error for w in self._workers if w.start_error is not None]
+        if errors:
             self.close()
-            raise
+            raise RuntimeError(f"DecodePool could not start its workers: {errors[0]}") from errors[0]
 
     # statistics (read-only)
 
@@ -407,7 +455,8 @@ class DecodePool:
         """Run ``fn(*args, **kwargs)`` in a worker; ``fn`` must be a picklable top-level callable.
 
         The future's result is ``fn``'s return value, or the exception ``fn`` raised; a worker
-        that died or ran past the deadline gives a ``VideoLoadError`` saying which.
+        that died or ran past the deadline gives a ``VideoLoadError`` saying which
+        (:class:`DecoderCrashError`, :class:`DecodeDeadlineError`).
         """
         return self._submit(getattr(fn, "__qualname__", repr(fn)), fn, args, kwargs)
 
@@ -465,12 +514,11 @@ class DecodePool:
             self._jobs.put(_STOP)
         for worker in self._workers:
             process = worker.process
-            if process is not None and process.is_alive():
+            if process is not None and process.poll() is None:
                 process.kill()  # a busy worker's job fails ("closed while the job ran")
         for worker in self._workers:
             if worker.thread.is_alive() and worker.thread is not threading.current_thread():
                 worker.thread.join(10)
-            worker.stop_process()
         while True:  # jobs submitted but never started
             try:
                 job = self._jobs.get_nowait()
@@ -515,4 +563,10 @@ def _describe_source(source: Any) -> str:
     return "<file-like>"
 
 
-__all__ = ["DEFAULT_DECODE_DEADLINE_S", "SHM_MIN_BYTES", "DecodePool"]
+__all__ = [
+    "DEFAULT_DECODE_DEADLINE_S",
+    "SHM_MIN_BYTES",
+    "DecodeDeadlineError",
+    "DecodePool",
+    "DecoderCrashError",
+]
