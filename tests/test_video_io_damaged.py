@@ -166,6 +166,18 @@ def test_cut_containers_are_refused_by_default_and_flagged_when_allowed(
     assert [testing.read_frame_index(f) for f in frames] == meta.frames_indices
 
 
+def test_ts_with_bytes_inserted_mid_file_is_not_called_cut(clips):
+    data = clips["ts"]
+    middle = len(data) // 2
+    damaged = data[:middle] + b"\x00" * 7 + data[middle:]  # not a whole number of packets either
+    try:
+        _, meta = _load(damaged)
+    except VideoLoadError as exc:
+        assert "truncated: found" not in str(exc)
+    else:
+        assert not meta.truncated
+
+
 def test_cut_mp4_with_its_index_first(tmp_path):
     data = testing.make_video_bytes(num_frames=60, fps=10, width=W, height=H, seed=1, gop=10)
     path = testing.make_video(

@@ -149,7 +149,12 @@ def _truncation(decoder: _Decoder, info: _StreamInfo, index: _Index | None, tota
                     f"{info.duration or declared:.2f} s the header declares"
                 )
     size = decoder.source.size
-    if info.container_format == "mpegts" and size and all(size % n for n in _TS_PACKET_SIZES):
+    if (
+        info.container_format == "mpegts"
+        and size
+        and all(size % n for n in _TS_PACKET_SIZES)
+        and _ts_tail_cut(decoder)
+    ):
         found = (
             f"{total} frames ({index.duration:.2f} s)"
             if isinstance(index, _PacketIndex)
@@ -162,10 +167,22 @@ def _truncation(decoder: _Decoder, info: _StreamInfo, index: _Index | None, tota
     return None
 
 
+def _ts_tail_cut(decoder: _Decoder) -> bool:
+    """Whether an MPEG-TS file ends inside a packet: its last bytes are not whole packets, each
+    starting with the sync byte 0x47 (bytes inserted or lost mid-file leave the tail whole)."""
+    tail = decoder.source.tail(3 * 204)
+    for n in _TS_PACKET_SIZES:
+        if len(tail) >= 2 * n and all(tail[-k * n] == 0x47 for k in (1, 2)):
+            return False
+        if n == 192 and len(tail) >= 2 * n and all(tail[-k * n + 4] == 0x47 for k in (1, 2)):
+            return False  # M2TS: a 4-byte time code before each sync byte
+    return True
+
+
 def _refuse_or_warn(desc: str, detail: str, allow_truncated: bool) -> None:
     if not allow_truncated:
         raise VideoLoadError(
-            f"{desc}: truncated: {detail}; the file looks cut short (a partial download or copy?). "
+            f"{desc}: truncated: {detail}; the file looks cut short or damaged (a partial download?). "
             "Pass allow_truncated=True to decode the frames that are there."
         )
     warnings.warn(

@@ -117,6 +117,21 @@ class _Source:
         #: Bytes of encoded data (checked against what the container's index points to).
         self.size = len(data) if data is not None else size
 
+    def tail(self, n: int) -> bytes:
+        """The last ``n`` bytes (fewer for a shorter source; empty if they cannot be read)."""
+        try:
+            if self.data is not None:
+                return self.data[-n:]
+            if self.path is not None:
+                with open(self.path, "rb") as f:
+                    f.seek(max(0, (self.size or 0) - n))
+                    return f.read(n)
+            end = self.fileobj.seek(0, io.SEEK_END)
+            self.fileobj.seek(max(self.start, end - n))
+            return self.fileobj.read(n)
+        except (OSError, ValueError):
+            return b""
+
     def open(self) -> av.container.InputContainer:
         opts: dict[str, Any] = {"metadata_errors": "replace"}
         if self.path is not None:
