@@ -2,14 +2,15 @@
 
 Usage:
     .venv/bin/python bench/fuzz_video_io.py [--mutants 2400] [--seed 0] [--workers N]
-        [--deadline 60] [--kinds h264-mp4 ...] [--sizes 128x96 320x240] [--save DIR]
+        [--deadline 60] [--kinds h264-mp4 ...] [--sizes 128x96 320x240] [--frames 30] [--rounds 1]
+        [--num-frames 8] [--save DIR]
     make fuzz ARGS="--mutants 5000"
 
 Clips: every kind in ``llava_next_video_hf.testing.fuzz.CLIP_KINDS`` (H.264 with and without
 B-frames in mp4/Matroska/MPEG-TS, HEVC, VP9, AV1, MPEG-4 part 2 in AVI, MJPEG in MOV, MPEG-2 in
-MPEG-TS), encoded with PyAV at each ``--sizes`` (30 frames, 10 fps). Each mutant (bit flips, zeroed
-runs, cuts, duplicated/inserted bytes, a damaged header, swapped chunks) is loaded with
-``load_video(data, num_frames=8)`` in a ``DecodePool`` worker under ``--deadline`` seconds of wall
+MPEG-TS), encoded with PyAV at each ``--sizes`` (``--frames`` frames, 10 fps). Each mutant (1 to ``--rounds``
+of: bit flips, zeroed runs, cuts, duplicated/inserted bytes, a damaged header, swapped chunks) is
+loaded with ``load_video(data, num_frames=--num-frames)`` in a ``DecodePool`` worker under ``--deadline`` seconds of wall
 time. Prints the counts (decoded / refused / escaped / crashed / hung) overall, per clip kind and
 per mutation, and up to 10 examples of each bad outcome; ``--save DIR`` writes the mutants that
 escaped, crashed or hung there for replay. Exits 1 if any escaped, crashed or hung.
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds", nargs="+", default=sorted(fuzz.CLIP_KINDS), choices=sorted(fuzz.CLIP_KINDS)
     )
     parser.add_argument("--sizes", nargs="+", default=["128x96", "320x240"])
+    parser.add_argument("--frames", type=int, default=30, help="frames per clip (10 fps, keyframe every 10)")
+    parser.add_argument("--rounds", type=int, default=1, help="up to this many mutations per mutant")
+    parser.add_argument("--num-frames", type=int, default=8, help="load_video(num_frames=...)")
     parser.add_argument("--save", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -43,12 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     clips = {}
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
-        for kind, data in fuzz.make_clips(args.kinds, width=width, height=height, seed=args.seed).items():
+        made_clips = fuzz.make_clips(
+            args.kinds, num_frames=args.frames, width=width, height=height, seed=args.seed
+        )
+        for kind, data in made_clips.items():
             clips[f"{kind}@{size}"] = data
     made = time.monotonic() - t0
     keep: list = []
     report = fuzz.run_fuzz(
-        args.mutants, seed=args.seed, clips=clips, workers=args.workers, deadline_s=args.deadline, keep=keep
+        args.mutants,
+        seed=args.seed,
+        clips=clips,
+        workers=args.workers,
+        deadline_s=args.deadline,
+        keep=keep,
+        num_frames=args.num_frames,
+        max_rounds=args.rounds,
     )
     print(
         f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, python {platform.python_version()}"

@@ -169,3 +169,25 @@ def test_arguments_and_close():
         pending.result(timeout=15)
     with pytest.raises(RuntimeError, match="closed"):
         p.submit(_pid)
+
+
+def test_a_real_decoder_hang_costs_one_job(clip):
+    """A fuzz mutant (bench/fuzz_video_io.py, seed 2: an HEVC Matroska clip, zeroed run + damaged
+    header + duplicated bytes) on which FFmpeg 8.1's frame-threaded HEVC decoder never returns:
+    the pool's deadline stops it and the pool keeps serving; ``threads=1`` (no FFmpeg frame
+    threads) refuses it at once in-process."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "data" / "hevc_frame_threads_deadlock.mkv").read_bytes()
+    with DecodePool(workers=1, deadline_s=5) as p:
+        t0 = time.monotonic()
+        try:
+            p.load_video(data, num_frames=32)
+        except VideoLoadError as exc:  # the deadline (FFmpeg 8.1), or a refusal once FFmpeg is fixed
+            print(f"{type(exc).__name__}: {exc}")
+        assert time.monotonic() - t0 < 30
+        assert p.load_video(clip, num_frames=2)[1].frames_indices == [0, 39]
+    t0 = time.monotonic()
+    with pytest.raises(VideoLoadError, match="truncated or corrupt"):
+        load_video(data, num_frames=32, threads=1)
+    assert time.monotonic() - t0 < 10

@@ -30,7 +30,7 @@ from llava_next_video_hf.vllm_plugin.testing import data_url
 
 pytestmark = pytest.mark.vllm
 
-MUTANTS = 240
+MUTANTS = 300
 QUESTION = {"type": "text", "text": "What is happening in this video?"}
 
 

@@ -121,7 +121,8 @@ def load_one(data: bytes, num_frames: int = 8, allow_truncated: bool = False) ->
     from ..video_io import load_video
 
     try:
-        frames, meta = load_video(data, num_frames=num_frames, allow_truncated=allow_truncated)
+        extra = {"allow_truncated": True} if allow_truncated else {}
+        frames, meta = load_video(data, num_frames=num_frames, **extra)
     except VideoLoadError as exc:
         if getattr(exc, "unexpected", False):
             return "escaped", f"backstop: {exc}"
@@ -144,7 +145,7 @@ class FuzzReport:
     def add(self, kind: str, mutation: str, outcome: str, detail: str) -> None:
         self.counts[outcome] += 1
         self.by_kind.setdefault(kind, Counter())[outcome] += 1
-        self.by_mutation.setdefault(mutation, Counter())[outcome] += 1
+        self.by_mutation.setdefault(mutation.split("+")[0], Counter())[outcome] += 1
         if outcome in ("escaped", "crashed", "hung"):
             self.examples.setdefault(outcome, []).append(f"{kind}/{mutation}: {detail[:300]}")
 
@@ -167,11 +168,14 @@ def run_fuzz(
     deadline_s: float = 30.0,
     num_frames: int = 8,
     keep: list[tuple[str, str, bytes]] | None = None,
+    max_rounds: int = 1,
 ) -> FuzzReport:
     """Load ``n`` seeded mutants of the clips in a :class:`DecodePool`; the :class:`FuzzReport`.
 
-    The same ``seed`` (and clips) gives the same mutants. ``keep`` (a list) receives
-    ``(kind, mutation, bytes)`` of every mutant that escaped, crashed or hung, to replay them.
+    The same ``seed`` (and clips) gives the same mutants. Each mutant has 1 to ``max_rounds``
+    mutations applied one after the other (named ``"cut+bitflip"``; counted under the first).
+    ``keep`` (a list) receives ``(kind, mutation, bytes)`` of every mutant that escaped, crashed or
+    hung, to replay them.
     """
     import time
 
@@ -184,6 +188,11 @@ def run_fuzz(
     for _ in range(n):
         kind = rng.choice(names)
         mutation, data = mutate(clips[kind], rng)
+        for _ in range(rng.randint(1, max_rounds) - 1 if max_rounds > 1 else 0):
+            if len(data) < 2:
+                break
+            more, data = mutate(data, rng)
+            mutation += f"+{more}"
         mutants.append((kind, mutation, data))
     report = FuzzReport()
     t0 = time.monotonic()

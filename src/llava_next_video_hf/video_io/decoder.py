@@ -130,9 +130,10 @@ class _Decoder:
 
     # -- sequential ---------------------------------------------------------------------------
 
-    def sequential(self, out: _Output, total: int, index: _Index | None) -> None:
-        """Decode from the start, keeping only the sampled frames: frame i = the i-th one out."""
-        container, stream = self._open_stream()
+    def sequential(self, out: _Output, total: int, index: _Index | None, codec_threads: int = 0) -> None:
+        """Decode from the start, keeping only the sampled frames: frame i = the i-th one out
+        (``codec_threads=1``: on the calling thread only, as ``threads=1`` asks)."""
+        container, stream = self._open_stream(codec_threads)
         decoded = 0
         try:
             remaining = list(out.targets)

@@ -256,7 +256,7 @@ def _decode_encoded(
         indices, sampling = _sample(total, num_frames, fps, info.fps, max_frames)
         out = _Output(indices, info.width, info.height, src.desc)
         try:
-            decoder.sequential(out, total, index)
+            decoder.sequential(out, total, index, codec_threads=1 if threads == 1 else 0)
         except _TruncatedDecode as exc:
             if not allow_truncated or exc.readable < 1:
                 raise
@@ -266,7 +266,7 @@ def _decode_encoded(
             total = exc.readable
             indices, sampling = _sample(total, num_frames, fps, info.fps, max_frames)
             out = _Output(indices, info.width, info.height, src.desc)
-            decoder.sequential(out, total, index)
+            decoder.sequential(out, total, index, codec_threads=1 if threads == 1 else 0)
 
     assert out is not None and out.array is not None
     used = out.used_indices
