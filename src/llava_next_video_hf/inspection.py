@@ -325,6 +325,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    if args.output and Path(args.output).suffix.lower() != ".png":
+        raise LlavaNextVideoError(f"-o {args.output}: the contact sheet is a PNG; name it *.png")
     frames, found = inspect_video(
         args.video,
         num_frames=args.frames,
@@ -335,8 +337,6 @@ def _run_inspect(args: argparse.Namespace) -> int:
     )
     if args.output:
         out = Path(args.output)
-        if out.suffix.lower() != ".png":
-            raise LlavaNextVideoError(f"-o {out}: the contact sheet is a PNG; name it *.png")
         out.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet(frames, found.metadata).image.save(out)
     print(json.dumps(found.to_dict(), indent=2) if args.json else found.report())
