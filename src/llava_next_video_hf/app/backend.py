@@ -199,17 +199,20 @@ class Backend:
     def default_sampling(self, sampling: Sampling) -> Sampling:
         return sampling
 
-    def prepare(self, data: bytes, sampling: Sampling) -> tuple[PreparedVideo, bool]:
-        """The prepared video and whether it came from the cache."""
+    def prepare(self, data: bytes, sampling: Sampling, name: str = "the video") -> tuple[PreparedVideo, bool]:
+        """The prepared video and whether it came from the cache (``name``: for messages)."""
         sampling = self.default_sampling(sampling.check())
         key = cache_key(data, sampling)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
         start = time.perf_counter()
-        frames, metadata = load_video(
-            data, num_frames=sampling.num_frames, fps=sampling.fps, max_frames=sampling.max_frames
-        )
+        try:
+            frames, metadata = load_video(
+                data, num_frames=sampling.num_frames, fps=sampling.fps, max_frames=sampling.max_frames
+            )
+        except VideoLoadError as err:  # name the file the user gave, not "<bytes>"
+            raise VideoLoadError(str(err).replace("<bytes>", name, 1)) from None
         item = PreparedVideo(key, data, frames, metadata, sampling)
         self.encode(item)
         item.seconds = time.perf_counter() - start

@@ -89,9 +89,11 @@ def build_app(
             if not question:
                 raise LlavaNextVideoError("type a question first")
             sampling = Sampling(_option(frames, int), _option(fps, float), _option(max_frames, int)).check()
-            data = read_video_bytes(getattr(video_file, "name", video_file), video_url, allowed_folders)
+            upload = getattr(video_file, "name", video_file)
+            data = read_video_bytes(upload, video_url, allowed_folders)
             images = _load_images(image_files)
-            video, cached = backend.prepare(data, sampling)
+            name = os.path.basename(upload) if upload else (video_url or "").strip()
+            video, cached = backend.prepare(data, sampling, name)
             if video.key != state["key"]:  # another video (or other frames): a new conversation
                 state = {**new_session(), "key": video.key}
             history = list(state["history"])

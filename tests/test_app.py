@@ -1,0 +1,150 @@
+"""The web app driven through ``gradio_client``: the demo clip gets the shipped model's answer, a second
+question neither decodes nor encodes the video again, bad input is a message, sessions are separate."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip("gradio")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from llava_next_video_hf.app import backend as app_backend  # noqa: E402
+from llava_next_video_hf.app import launch, make_backend  # noqa: E402
+from llava_next_video_hf.testing import tasks  # noqa: E402
+from llava_next_video_hf.video_io import load_video  # noqa: E402
+
+NO_IMAGES = None
+
+
+@pytest.fixture(scope="module")
+def demo_clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("app") / "clip.mp4"
+    question, expected = tasks.make_demo_clip(path)  # what `llava-next-video demo` asks and expects
+    return path, question, expected
+
+
+@pytest.fixture(scope="module")
+def app():
+    backend = make_backend()  # the embedded tiny checkpoint
+    demo = launch(backend, port=None, block=False)
+    yield backend, demo.local_url
+    demo.close()
+
+
+@pytest.fixture
+def counters(app, monkeypatch):
+    """Calls of the real decoder (``video_io.load_video`` as the app calls it) and of the vision encoder."""
+    backend, _ = app
+    calls = {"decode": 0, "encode": 0}
+    real_load, real_encode = app_backend.load_video, backend.model.get_video_features
+
+    def load(*args, **kwargs):
+        calls["decode"] += 1
+        return real_load(*args, **kwargs)
+
+    def encode(*args, **kwargs):
+        calls["encode"] += 1
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(app_backend, "load_video", load)
+    monkeypatch.setattr(backend.model, "get_video_features", encode)
+    backend.cache._items.clear()
+    return calls
+
+
+def ask(client, video, question, frames=0, fps=0, max_frames=0, url=""):
+    chat, gallery, budget, timing, status, _question = client.predict(
+        handle_file(str(video)) if video else None, url, NO_IMAGES, frames, fps, max_frames, question,
+        api_name="/ask",
+    )  # fmt: skip
+    return {"chat": chat, "gallery": gallery, "budget": budget, "timing": timing, "status": status}
+
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def test_demo_clip_gets_the_right_answer_and_a_second_question_reuses_the_video(app, demo_clip, counters):
+    _, url = app
+    path, question, expected = demo_clip
+    client = Client(url, verbose=False)
+    first = ask(client, path, question)
+    assert first["status"] == ""
+    assert [m["role"] for m in first["chat"]] == ["user", "assistant"]
+    assert tasks.parse_answer(_text(first["chat"][1])) == expected == "yellow"
+    assert counters == {"decode": 1, "encode": 1}
+
+    # the thumbnails are the frames load_video samples for the checkpoint's 8 frames, labelled with them
+    _, meta = load_video(path, num_frames=8)
+    assert [g["caption"] for g in first["gallery"]] == [
+        f"#{i}  {t:.3f} s" for i, t in zip(meta.frames_indices, meta.timestamps, strict=True)
+    ]
+    assert "8 frames = 128 video tokens" in first["budget"] and "256-token context" in first["budget"]
+
+    second = ask(client, path, "Which direction does the object move?")
+    assert second["status"] == ""
+    assert len(second["chat"]) == 4 and _text(second["chat"][3]).strip()
+    assert counters == {"decode": 1, "encode": 1}  # neither decoded nor encoded again
+    assert "answer 1:" in second["timing"] and "answer 2:" in second["timing"]
+    assert "not decoded or encoded again" in second["timing"]
+
+    other = ask(client, path, question, frames=4)  # other sampling options: another cache entry
+    assert counters == {"decode": 2, "encode": 2} and len(other["chat"]) == 2  # and a new conversation
+
+
+def test_corrupt_upload_is_a_message_and_the_app_keeps_working(app, demo_clip, tmp_path):
+    _, url = app
+    path, question, expected = demo_clip
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 500)
+    client = Client(url, verbose=False)
+    out = ask(client, bad, question)
+    assert out["status"].startswith("**error:**") and "broken.mp4" in out["status"]
+    assert out["chat"] == []
+    good = ask(client, path, question)
+    assert tasks.parse_answer(_text(good["chat"][1])) == expected
+
+
+def test_too_many_frames_says_what_would_fit(app, demo_clip):
+    _, url = app
+    path, question, _ = demo_clip
+    out = ask(Client(url, verbose=False), path, question, frames=16)
+    prompt = int(re.search(r"prompt (\d+) tokens of a 256-token context", out["status"]).group(1))
+    text = prompt - 16 * 16  # 16 tokens a frame (24x24 patches pooled at stride 6)
+    fit = (256 - text) // 16
+    assert "does NOT fit" in out["status"] and f"at most {fit} frames" in out["status"]
+    assert out["chat"] == [] and len(out["gallery"]) == 16  # the frames are still shown
+
+
+def test_files_of_this_machine_only_under_an_allowed_folder(app, demo_clip):
+    _, url = app
+    path, question, _ = demo_clip
+    out = ask(Client(url, verbose=False), None, question, url=str(path))
+    assert "reading files from this machine is off" in out["status"]
+
+
+def test_two_sessions_keep_their_own_chat(app, demo_clip):
+    _, url = app
+    path, question, _ = demo_clip
+    a, b = Client(url, verbose=False), Client(url, verbose=False)
+    ask(a, path, question)
+    out_b = ask(b, path, "Which direction does the object move?")
+    out_a = ask(a, path, "Which direction does the object move?")
+    assert len(out_b["chat"]) == 2 and len(out_a["chat"]) == 4
+    assert _text(out_a["chat"][0]) == question
+
+
+def test_binds_loopback_by_default():
+    import inspect
+
+    from llava_next_video_hf.app import launch as launch_fn
+    from llava_next_video_hf.cli import build_parser
+
+    assert inspect.signature(launch_fn).parameters["host"].default == "127.0.0.1"
+    args = build_parser("app").parse_args(["app"])
+    assert args.host == "127.0.0.1" and args.allow_path == [] and args.checkpoint is None
