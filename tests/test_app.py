@@ -148,3 +148,42 @@ def test_binds_loopback_by_default():
     assert inspect.signature(launch_fn).parameters["host"].default == "127.0.0.1"
     args = build_parser("app").parse_args(["app"])
     assert args.host == "127.0.0.1" and args.allow_path == [] and args.checkpoint is None
+
+
+def test_cached_video_answers_as_the_uncached_model_does(app, demo_clip):
+    """The second turn from the cache (features given to generate) = transformers encoding the pixels itself."""
+    import torch
+
+    backend, url = app
+    path, question, _ = demo_clip
+    follow_up = "Which direction does the object move?"
+    out = ask(Client(url, verbose=False), path, question)
+    first = _text(out["chat"][1])
+    ask_again = ask(Client(url, verbose=False), path, question)  # a fresh session: same first answer
+    assert _text(ask_again["chat"][1]) == first
+    client = Client(url, verbose=False)
+    ask(client, path, question)
+    second = _text(ask(client, path, follow_up)["chat"][3])
+
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "video", "path": str(path)}, {"type": "text", "text": question}],
+        },
+        {"role": "assistant", "content": [{"type": "text", "text": first}]},
+        {"role": "user", "content": [{"type": "text", "text": follow_up}]},
+    ]
+    inputs = backend.processor.apply_chat_template(
+        messages,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+        return_tensors="pt",
+        num_frames=8,
+    )
+    with torch.inference_mode():
+        ids = backend.model.generate(**inputs, max_new_tokens=64, do_sample=False)
+    expected = backend.processor.decode(
+        ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+    ).strip()
+    assert second.strip() == expected

@@ -18,7 +18,9 @@ from llava_next_video_hf.video_io import load_video
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     # 128x96 frames: thumbnails keep every pixel, so the index pattern of each frame can be read back
-    return make_video(tmp_path_factory.mktemp("inspect") / "clip.mp4", num_frames=90, fps=30, width=128, height=96)
+    return make_video(
+        tmp_path_factory.mktemp("inspect") / "clip.mp4", num_frames=90, fps=30, width=128, height=96
+    )
 
 
 def _line(out: str, name: str) -> str:
@@ -41,7 +43,9 @@ def test_report_and_sheet_match_load_video(clip, tmp_path, capsys):
     sheet = contact_sheet(frames, meta)
     written = np.asarray(Image.open(sheet_path).convert("RGB"))
     assert np.array_equal(written, np.asarray(sheet.image))  # the command wrote this sheet
-    for box, index, t, label in zip(sheet.boxes, meta.frames_indices, meta.timestamps, sheet.labels, strict=True):
+    for box, index, t, label in zip(
+        sheet.boxes, meta.frames_indices, meta.timestamps, sheet.labels, strict=True
+    ):
         cell = written[box[1] : box[3], box[0] : box[2]]
         assert read_frame_index(cell) == index  # the frame drawn in this cell is the sampled frame
         assert label == f"#{index}  {t:.3f} s"

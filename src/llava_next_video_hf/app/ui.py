@@ -56,6 +56,29 @@ def _timing(times: Sequence[tuple[float, bool, float]]) -> str:
     return " · ".join(parts)
 
 
+_THUMBS = {"folder": None}
+
+
+def thumbnail_files(video: Any) -> list[str]:
+    """PNG files of the video's thumbnails, written once per prepared video (the page fetches them
+    while answers stream; files that never change under it)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if _THUMBS["folder"] is None:
+        _THUMBS["folder"] = tempfile.mkdtemp(prefix="llava-next-video-app-")
+        atexit.register(shutil.rmtree, _THUMBS["folder"], True)
+    folder = os.path.join(_THUMBS["folder"], video.key.replace(":", "_"))
+    paths = [os.path.join(folder, f"{i:05d}.png") for i in range(len(video.frames))]
+    if not all(os.path.exists(p) for p in paths):
+        os.makedirs(folder, exist_ok=True)
+        for frame, path in zip(video.frames, paths, strict=True):
+            thumbnail(frame, THUMB_WIDTH).save(path + ".part", format="PNG")
+            os.replace(path + ".part", path)
+    return paths
+
+
 def _load_images(paths: Sequence[Any] | None) -> list[Any]:
     from ..image_processing import load_image_checked
 
@@ -99,10 +122,9 @@ def build_app(
             history = list(state["history"])
             meta = video.metadata
             times = list(meta.timestamps) or [None] * len(video.frames)
-            gallery = [
-                (thumbnail(frame, THUMB_WIDTH), frame_label(index, t))
-                for frame, index, t in zip(video.frames, meta.frames_indices, times, strict=True)
-            ]
+            gallery = list(zip(thumbnail_files(video), (
+                frame_label(index, t) for index, t in zip(meta.frames_indices, times, strict=True)
+            ), strict=True))  # fmt: skip
             budget = backend.budget(video, history, question, images)
             if budget is not None:
                 budget_line = budget.summary()
@@ -163,11 +185,17 @@ def build_app(
     def clear(state: dict | None) -> tuple:
         return [], [], "", "", "", new_session()
 
+    source = getattr(backend, "checkpoint", None) or getattr(backend, "url", "")
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(
-            f"## {title}\nengine: {backend.name} · {getattr(backend, 'checkpoint', None) or getattr(backend, 'url', '')}"
+            f"## {title}\nengine: {backend.name} · `{os.path.basename(str(source).rstrip('/')) or source}`"
         )
         state = gr.State(new_session())
+        gallery = gr.Gallery(
+            label="Sampled frames (index, time)", columns=8, rows=1, height=170, object_fit="contain",
+            elem_id="thumbnails", allow_preview=False,
+        )  # fmt: skip
+        budget = gr.Markdown(elem_id="budget")
         with gr.Row():
             with gr.Column(scale=1):
                 video_file = gr.File(label="Video", file_types=["video"], elem_id="video-upload")
@@ -181,14 +209,9 @@ def build_app(
                     fps = gr.Number(label="fps (0: off)", value=0, minimum=0)
                     max_frames = gr.Number(label="max frames (0: none)", value=0, precision=0, minimum=0)
             with gr.Column(scale=2):
-                gallery = gr.Gallery(
-                    label="Sampled frames (index, time)", columns=8, height=180, elem_id="thumbnails",
-                    allow_preview=False,
-                )  # fmt: skip
-                budget = gr.Markdown(elem_id="budget")
+                chatbot = gr.Chatbot(label="Chat", height=300, elem_id="chat")
                 timing = gr.Markdown(elem_id="timing")
                 status = gr.Markdown(elem_id="status")
-                chatbot = gr.Chatbot(label="Chat", height=300, elem_id="chat")
                 question = gr.Textbox(label="Question", placeholder="Ask about the video", elem_id="question")
                 with gr.Row():
                     send = gr.Button("Ask", variant="primary", elem_id="ask")
