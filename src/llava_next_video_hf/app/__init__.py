@@ -32,15 +32,19 @@ def _require_gradio() -> None:
 
 
 def make_backend(
-    checkpoint: str | os.PathLike | None = None, server: str | None = None, dtype: str = "float32"
+    checkpoint: str | os.PathLike | None = None,
+    server: str | None = None,
+    dtype: str = "float32",
+    server_frames: int = 8,
 ) -> Any:
-    """The engine: ``server`` (an OpenAI-compatible URL) or a checkpoint (default: the embedded one)."""
+    """The engine: ``server`` (an OpenAI-compatible URL; ``server_frames`` asked for when the page
+    names no frame option) or a checkpoint (default: the embedded one)."""
     from .backend import HfBackend, ServerBackend
 
     if server:
         if checkpoint is not None:
             raise LlavaNextVideoError("give a checkpoint or --server URL, not both")
-        return ServerBackend(server)
+        return ServerBackend(server, default_frames=server_frames)
     if checkpoint is None:
         from ..cli import default_checkpoint
 
@@ -98,6 +102,10 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--allow-path", action="append", default=[], metavar="FOLDER",
         help="let users name video files under FOLDER (repeatable; none by default)",
     )  # fmt: skip
+    p.add_argument(
+        "--server-frames", type=int, default=8,
+        help="with --server: frames to sample when the page names none (the API does not tell the model's)",
+    )  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length budget (tokens)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.set_defaults(func=_run_app)
@@ -105,7 +113,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def _run_app(args: argparse.Namespace) -> int:
     _require_gradio()
-    backend = make_backend(args.checkpoint, args.server, args.dtype)
+    backend = make_backend(args.checkpoint, args.server, args.dtype, args.server_frames)
     launch(
         backend,
         host=args.host,

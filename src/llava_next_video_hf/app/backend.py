@@ -366,9 +366,17 @@ class ServerBackend(Backend):
     name = "server"
 
     def __init__(
-        self, url: str, *, model: str | None = None, timeout: float = 600.0, cache: VideoCache | None = None
+        self,
+        url: str,
+        *,
+        model: str | None = None,
+        default_frames: int = 8,
+        timeout: float = 600.0,
+        cache: VideoCache | None = None,
     ):
         import httpx
+
+        self.default_frames = default_frames  # asked for when the page names no frame option
 
         self.url = url.rstrip("/")
         if not self.url.endswith("/v1"):
@@ -384,6 +392,14 @@ class ServerBackend(Backend):
         entry = next((m for m in listing if m["id"] == model), listing[0]) if model else listing[0]
         self.model = entry["id"]
         self.context_length = entry.get("max_model_len")
+
+    def default_sampling(self, sampling: Sampling) -> Sampling:
+        if sampling.num_frames is None and sampling.fps is None:  # the API does not tell the model's default
+            frames = self.default_frames
+            if sampling.max_frames is not None:
+                frames = min(frames, sampling.max_frames)
+            return Sampling(frames, None, sampling.max_frames)
+        return sampling
 
     def budget(
         self, video: PreparedVideo, history: Sequence[Turn], question: str, images: Sequence[Any]

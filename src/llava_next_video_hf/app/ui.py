@@ -205,7 +205,7 @@ def build_app(
                 )
                 image_files = gr.File(label="Images (optional)", file_count="multiple", file_types=["image"])
                 with gr.Row():
-                    frames = gr.Number(label="frames (0: the checkpoint's)", value=0, precision=0, minimum=0)
+                    frames = gr.Number(label="frames (0: the default)", value=0, precision=0, minimum=0)
                     fps = gr.Number(label="fps (0: off)", value=0, minimum=0)
                     max_frames = gr.Number(label="max frames (0: none)", value=0, precision=0, minimum=0)
             with gr.Column(scale=2):
