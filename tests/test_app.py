@@ -29,6 +29,7 @@ def demo_clip(tmp_path_factory):
 def app():
     backend = make_backend()  # the embedded tiny checkpoint
     demo = launch(backend, port=None, block=False)
+    assert demo.server_name == "127.0.0.1"  # loopback unless told otherwise
     yield backend, demo.local_url
     demo.close()
 
@@ -187,3 +188,48 @@ def test_cached_video_answers_as_the_uncached_model_does(app, demo_clip):
         ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
     ).strip()
     assert second.strip() == expected
+
+
+def test_uploads_follow_video_ios_byte_and_pixel_limits(app, demo_clip, monkeypatch):
+    from llava_next_video_hf.video_io import frames as vio_frames
+
+    _, url = app
+    path, question, _ = demo_clip
+    client = Client(url, verbose=False)
+    monkeypatch.setattr(app_backend, "MAX_SOURCE_BYTES", 1000)
+    out = ask(client, path, question)
+    assert "over the limit of 1000 bytes" in out["status"] and out["chat"] == []
+    monkeypatch.undo()
+    monkeypatch.setattr(vio_frames, "MAX_PIXELS", 100 * 100)  # the demo clip is 112x112
+    out = ask(client, path, question, frames=3)  # frames=3: not in the cache
+    assert "exceeds" in out["status"] and "pixel" in out["status"] and out["chat"] == []
+
+
+def test_paths_are_read_only_under_allowed_folders(demo_clip, tmp_path):
+    from llava_next_video_hf.errors import LlavaNextVideoError
+
+    path, _, _ = demo_clip
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    inside = allowed / "clip.mp4"
+    inside.write_bytes(path.read_bytes())
+    assert app_backend.read_video_bytes(None, str(inside), [allowed]) == path.read_bytes()
+    assert app_backend.read_video_bytes(None, f"file://{inside}", [allowed]) == path.read_bytes()
+    (allowed / "link.mp4").symlink_to(path)  # a link out of the folder is outside it
+    for outside in (str(path), str(allowed / ".." / path.name), str(allowed / "link.mp4")):
+        with pytest.raises(LlavaNextVideoError, match="not under an allowed folder"):
+            app_backend.read_video_bytes(None, outside, [allowed])
+    with pytest.raises(LlavaNextVideoError, match="reading files from this machine is off"):
+        app_backend.read_video_bytes(None, str(inside), [])
+
+
+def test_cache_is_bounded():
+    import numpy as np
+
+    cache = app_backend.VideoCache(max_entries=2, max_bytes=10_000)
+    frames = np.zeros((1, 10, 10, 3), np.uint8)  # 300 bytes
+    for key in "abc":
+        cache.put(app_backend.PreparedVideo(key, b"", frames, None))
+    assert len(cache) == 2 and cache.get("a") is None and cache.get("c") is not None
+    cache.put(app_backend.PreparedVideo("big", b"x" * 20_000, frames, None))
+    assert len(cache) == 1 and cache.get("big") is not None  # over the bytes: the others went first

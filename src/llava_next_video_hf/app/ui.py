@@ -209,7 +209,7 @@ def build_app(
                     fps = gr.Number(label="fps (0: off)", value=0, minimum=0)
                     max_frames = gr.Number(label="max frames (0: none)", value=0, precision=0, minimum=0)
             with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Chat", height=300, elem_id="chat")
+                chatbot = gr.Chatbot(label="Chat", height=380, elem_id="chat")
                 timing = gr.Markdown(elem_id="timing")
                 status = gr.Markdown(elem_id="status")
                 question = gr.Textbox(label="Question", placeholder="Ask about the video", elem_id="question")
