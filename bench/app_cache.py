@@ -66,6 +66,7 @@ def main() -> None:
             for bucket in (first, second):
                 start = time.perf_counter()
                 video, _ = backend.prepare(data, Sampling(8))
+                backend.budget(video, [], QUESTION, [])  # as the page does before answering
                 for _text in backend.answer(video, [], QUESTION, [], args.max_new_tokens):
                     pass
                 bucket.append(time.perf_counter() - start)

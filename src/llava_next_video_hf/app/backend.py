@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LlavaNextVideoError, VideoLoadError
-from ..inspection import TokenBudget, count_text_tokens, token_budget
+from ..inspection import TokenBudget, token_budget
 from ..video_io import MAX_SOURCE_BYTES, VideoMetadata, load_video
 
 #: Entries and bytes (frames + features) the video cache keeps at most.
@@ -272,6 +272,7 @@ class HfBackend(Backend):
         self.processor, self.model = load_hf_engine(checkpoint, dtype=dtype)
         self.cache = cache or VideoCache()
         self._lock = threading.Lock()  # one generate at a time on the one model
+        self._last_inputs: tuple[tuple, Any] | None = None
 
     def default_sampling(self, sampling: Sampling) -> Sampling:
         if sampling.num_frames is None and sampling.fps is None:
@@ -297,26 +298,31 @@ class HfBackend(Backend):
     def _inputs(
         self, video: PreparedVideo, history: Sequence[Turn], question: str, images: Sequence[Any]
     ) -> Any:
+        """The processor's inputs for this chat (its template, tokens, placeholder expansion, no
+        length check); the last one is kept, so the budget and the answer share one processor call."""
         text = self.processor.apply_chat_template(
             chat_messages(history, question, len(images)), tokenize=False, add_generation_prompt=True
         )
+        memo = (video.key, text, tuple(id(image) for image in images))
+        if self._last_inputs is not None and self._last_inputs[0] == memo:
+            return self._last_inputs[1]
         saved = self.processor.context_length
         self.processor.context_length = None  # the budget says whether it fits
         try:
-            return self.processor(
+            inputs = self.processor(
                 text=text, videos=[video.frames], images=list(images) or None, return_tensors="pt"
             )
         finally:
             self.processor.context_length = saved
+        self._last_inputs = (memo, inputs)
+        return inputs
 
     def budget(
         self, video: PreparedVideo, history: Sequence[Turn], question: str, images: Sequence[Any]
     ) -> TokenBudget:
-        text = self.processor.apply_chat_template(
-            chat_messages(history, question, len(images)), tokenize=False, add_generation_prompt=True
-        )
-        tokens, image_tokens = count_text_tokens(self.processor, text, video.frames, images)
-        return token_budget(self.config, tokens, len(video.frames), image_tokens)
+        ids = self._inputs(video, history, question, images)["input_ids"][0]
+        image_tokens = int((ids == self.processor.image_token_id).sum())
+        return token_budget(self.config, int(ids.shape[0]), len(video.frames), image_tokens)
 
     def answer(
         self,
@@ -329,9 +335,12 @@ class HfBackend(Backend):
         import torch
         from transformers import TextIteratorStreamer
 
-        inputs = self._inputs(video, history, question, images)
-        inputs.pop("pixel_values_videos", None)  # encoded already: the cached features go in instead
-        inputs.pop("video_num_frames", None)
+        inputs = {
+            k: v
+            for k, v in self._inputs(video, history, question, images).items()
+            if k
+            not in ("pixel_values_videos", "video_num_frames")  # encoded already: the cached features go in
+        }
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
 
