@@ -134,10 +134,28 @@ def test_two_sessions_keep_their_own_chat(app, demo_clip):
     path, question, _ = demo_clip
     a, b = Client(url, verbose=False), Client(url, verbose=False)
     ask(a, path, question)
-    out_b = ask(b, path, "Which direction does the object move?")
-    out_a = ask(a, path, "Which direction does the object move?")
-    assert len(out_b["chat"]) == 2 and len(out_a["chat"]) == 4
-    assert _text(out_a["chat"][0]) == question
+    follow_up = "Which direction does the object move?"
+    jobs = [  # at the same time: the queue runs them one after the other, each on its own session
+        c.submit(handle_file(str(path)), "", NO_IMAGES, 0, 0, 0, follow_up, api_name="/ask") for c in (b, a)
+    ]
+    chat_b, chat_a = (job.result()[0] for job in jobs)
+    assert len(chat_b) == 2 and len(chat_a) == 4
+    assert _text(chat_a[0]) == question and _text(chat_b[0]) == follow_up
+
+
+def test_an_unexpected_failure_is_a_message_too(app, demo_clip, monkeypatch):
+    backend, url = app
+    path, question, expected = demo_clip
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something nobody planned for")
+
+    client = Client(url, verbose=False)
+    monkeypatch.setattr(backend, "answer", broken)
+    out = ask(client, path, question)
+    assert out["status"] == "**error:** something nobody planned for" and out["chat"] == []
+    monkeypatch.undo()
+    assert tasks.parse_answer(_text(ask(client, path, question)["chat"][1])) == expected
 
 
 def test_binds_loopback_by_default():
