@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -133,54 +134,30 @@ def build_app(
             else:
                 budget_line = f"{len(video.frames)} frames; tokens counted by the server"
             turn = Turn(question)
-            import time
-
             start = time.perf_counter()
-            yield (
-                _chat([*history, turn]),
-                gallery,
-                budget_line,
-                _timing(state["times"]),
-                "answering...",
-                state,
-                "",
-            )
+
+            def shown(status: str) -> tuple:
+                times = _timing(state["times"])
+                return (_chat([*history, turn]), gallery, budget_line, times, status, state, "")
+
+            yield shown("answering...")
             for text in backend.answer(video, history, question, images, max_new_tokens):
                 turn.answer = text
-                yield (
-                    _chat([*history, turn]),
-                    gallery,
-                    budget_line,
-                    _timing(state["times"]),
-                    "answering...",
-                    state,
-                    "",
-                )
+                yield shown("answering...")
             seconds = time.perf_counter() - start + (0.0 if cached else video.seconds)
             usage = getattr(backend, "last_usage", None)
-            if usage and budget is None:
+            if usage and budget is None:  # the server's count
                 budget_line += f"; prompt {usage.get('prompt_tokens')} tokens"
                 context = getattr(backend, "context_length", None)
                 budget_line += f" of a {context}-token context" if context else ""
-            state = {
-                **state,
-                "history": [*history, turn],
-                "times": [*state["times"], (seconds, cached, video.seconds)],
-            }
-            yield (_chat(state["history"]), gallery, budget_line, _timing(state["times"]), "", state, "")
+            times = [*state["times"], (seconds, cached, video.seconds)]
+            state = {**state, "history": [*history, turn], "times": times}
+            yield (_chat(state["history"]), gallery, budget_line, _timing(times), "", state, "")
         except Exception as err:  # every failure is a message; the app keeps running
             if not isinstance(err, LlavaNextVideoError | ValueError | OSError):
                 log.exception("the app failed to answer")
-            message = f"**error:** {err}"
-            yield (
-                _chat(state["history"]),
-                gallery,
-                budget_line,
-                _timing(state["times"]),
-                message,
-                state,
-                question,
-            )
+            chat, times = _chat(state["history"]), _timing(state["times"])
+            yield (chat, gallery, budget_line, times, f"**error:** {err}", state, question)
 
     def clear(state: dict | None) -> tuple:
         return [], [], "", "", "", new_session()
