@@ -95,6 +95,7 @@ class VideoCache:
         self.hits = self.misses = 0
 
     def get(self, key: str) -> PreparedVideo | None:
+        """The entry of ``key`` (now the most recently used), or ``None``."""
         with self._lock:
             item = self._items.get(key)
             if item is None:
@@ -105,6 +106,7 @@ class VideoCache:
             return item
 
     def put(self, item: PreparedVideo) -> None:
+        """Keep ``item``; drop the least recently used entries beyond the bounds (never ``item``)."""
         with self._lock:
             self._items[item.key] = item
             self._items.move_to_end(item.key)
@@ -114,6 +116,7 @@ class VideoCache:
                 self._items.popitem(last=False)
 
     def total_bytes(self) -> int:
+        """Bytes the entries hold (frames, video bytes, features)."""
         return sum(item.nbytes for item in self._items.values())
 
     def __len__(self) -> int:
@@ -335,12 +338,10 @@ class HfBackend(Backend):
         import torch
         from transformers import TextIteratorStreamer
 
-        inputs = {
-            k: v
-            for k, v in self._inputs(video, history, question, images).items()
-            if k
-            not in ("pixel_values_videos", "video_num_frames")  # encoded already: the cached features go in
-        }
+        prepared = self._inputs(video, history, question, images)
+        self._last_inputs = None  # the budget's call served this answer; never a later one
+        skip = ("pixel_values_videos", "video_num_frames")  # encoded already: the cached features go in
+        inputs = {k: v for k, v in prepared.items() if k not in skip}
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
 
