@@ -59,7 +59,9 @@ def test_server_engine_answers_the_demo_clip(app_on_server):
     served = int(re.search(r"prompt (\d+) tokens of a 256-token context", budget).group(1))
     assert served == tokens  # the server's count = the processor's (template, placeholders)
 
+    # no frame option: the app asks for --server-frames (8), the same cache entry, the same conversation
     chat, *_rest, status, _ = client.predict(
-        handle_file(str(clip)), "", None, 8, 0, 0, "Which direction does the object move?", api_name="/ask"
+        handle_file(str(clip)), "", None, 0, 0, 0, "Which direction does the object move?", api_name="/ask"
     )
     assert status == "" and len(chat) == 4 and "answer 2:" in _rest[2]
+    assert "video from the cache" in _rest[2]
