@@ -16,6 +16,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import ContextLengthError, LlavaNextVideoError
 
@@ -35,6 +36,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "serve a checkpoint with vLLM's OpenAI-compatible server (our defaults, every vLLM option)",
     ),
+    "inspect": (
+        "inspection",
+        "what loading a video does: frames, timestamps, tokens, context fit, contact sheet",
+    ),
+    "app": ("app", "the web app: chat about a video in the browser (extra [app], Gradio)"),
 }
 
 
@@ -165,21 +171,11 @@ def generate(
             pipeline_parallel_size=pipeline_parallel_size,
         )
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
+    from transformers import TextStreamer
 
-    load_kwargs: dict = {"dtype": getattr(torch, dtype)}
-    if rope_factor is not None:
-        load_kwargs["rope_scaling_factor"] = rope_factor
-        budget = max_frames or num_frames
-        if budget:
-            load_kwargs["max_frames"] = budget
-    try:
-        processor = AutoProcessor.from_pretrained(model)
-        net = AutoModelForImageTextToText.from_pretrained(model, **load_kwargs).eval()
-    except OSError as err:
-        raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {_first_line(err)}") from err
-    if rope_factor is not None and getattr(net.config, "context_length", None):
-        processor.context_length = int(net.config.context_length)  # trained context x the new factor
+    processor, net = load_hf_engine(
+        model, dtype=dtype, rope_factor=rope_factor, max_frames=max_frames or num_frames
+    )
     frames = dict(num_frames=num_frames, fps=fps, max_frames=max_frames)
     frame_kwargs = {k: v for k, v in frames.items() if v is not None}
     inputs = processor.apply_chat_template(
@@ -196,6 +192,36 @@ def generate(
     with torch.inference_mode():
         out = net.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
     return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def load_hf_engine(
+    model: str | os.PathLike,
+    *,
+    dtype: str = "float32",
+    rope_factor: float | str | None = None,
+    max_frames: int | None = None,
+) -> tuple[Any, Any]:
+    """(processor, model in eval mode) of a checkpoint for the transformers engine.
+
+    ``rope_factor``: load with this linear RoPE factor (``"auto"``: the paper's rule for
+    ``max_frames``); the processor's context check then follows the new context.
+    """
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    load_kwargs: dict = {"dtype": getattr(torch, dtype)}
+    if rope_factor is not None:
+        load_kwargs["rope_scaling_factor"] = rope_factor
+        if max_frames:
+            load_kwargs["max_frames"] = max_frames
+    try:
+        processor = AutoProcessor.from_pretrained(model)
+        net = AutoModelForImageTextToText.from_pretrained(model, **load_kwargs).eval()
+    except OSError as err:
+        raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {_first_line(err)}") from err
+    if rope_factor is not None and getattr(net.config, "context_length", None):
+        processor.context_length = int(net.config.context_length)  # trained context x the new factor
+    return processor, net
 
 
 def _first_line(err: BaseException) -> str:
