@@ -3,7 +3,8 @@ data (``llava_next_video_hf.testing.benchmarks``: the Hub datasets' columns and 
 synthetic clips): lmms-eval's own ``doc_to_visual`` / ``doc_to_text`` / ``process_results`` and metrics,
 reached only through ``include`` + ``dataset_path``/``dataset_kwargs`` + ``--include_path``.
 
-* exact-match tasks (NExT-QA MC, EgoSchema subset, Video-MME, Perception Test MC) report their metric;
+* exact-match tasks (NExT-QA MC, EgoSchema subset, Video-MME, Perception Test MC; EgoSchema and
+  Perception Test also as ``*_mcppl``: lmms-eval's ``loglikelihood`` requests) report their metric;
 * GPT-judge tasks (ActivityNet-QA, VideoChatGPT generic/temporal/consistency) run up to the judge: a
   loopback stand-in receives the judge requests, which carry our model's answers, and refuses them
   (lmms-eval logs the refusal; VideoChatGPT scores 0, while lmms-eval 0.7.3's ActivityNet-QA
@@ -33,8 +34,9 @@ pytestmark = pytest.mark.lmms_eval
 SHIPPED = Path(llava_next_video_hf.__file__).parent / "assets" / "tiny-video-qa"
 DOCS = 2
 REFUSAL = "refused: no GPT judge in this environment (set OPENAI_API_URL / OPENAI_API_KEY to a real one)"
-# the tiny model's context is 256 positions; the benchmarks' option lists need a longer one
-MODEL_ARGS = f"pretrained={SHIPPED},max_new_tokens=8,rope_factor=4"
+# the tiny model's context is 256 positions; the benchmarks' option lists need a longer one: the
+# fixture converts it with a linear RoPE factor of 4 written in (both engines read it from there)
+ROPE_FACTOR = 4
 
 
 class Judge(BaseHTTPRequestHandler):
@@ -57,13 +59,22 @@ class Judge(BaseHTTPRequestHandler):
         pass
 
 
-def run_tasks(root: Path, names: list[str], out: str, judge_url: str, *extra: str, scored: bool = True):
+def run_tasks(
+    root: Path,
+    names: list[str],
+    out: str,
+    judge_url: str,
+    *extra: str,
+    scored: bool = True,
+    engine: str = "",
+):
+    args = f"pretrained={root / 'ckpt'},max_new_tokens=8{engine}"
     env = {
         **os.environ, "HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "OPENAI_API_URL": judge_url, "OPENAI_API_KEY": "unused", "OMP_NUM_THREADS": "1",
     }  # fmt: skip
     cmd = [
-        sys.executable, "-m", "lmms_eval", "eval", "--model", MODEL_NAME, "--model_args", MODEL_ARGS,
+        sys.executable, "-m", "lmms_eval", "eval", "--model", MODEL_NAME, "--model_args", args,
         "--tasks", ",".join(f"{n}_local" for n in names), "--include_path", str(root / "tasks"),
         "--batch_size", "1", "--output_path", str(root / out), "--log_samples", *extra,
     ]  # fmt: skip
@@ -82,6 +93,10 @@ def run_tasks(root: Path, names: list[str], out: str, judge_url: str, *extra: st
 @pytest.fixture(scope="module")
 def standins(tmp_path_factory):
     root = write_standins(tmp_path_factory.mktemp("benchmarks"), DOCS)
+    convert = [sys.executable, "-m", "llava_next_video_hf.cli", "convert", "--from", "ours", str(SHIPPED),
+               str(root / "ckpt"), "--rope-factor", str(ROPE_FACTOR), "--no-progress"]  # fmt: skip
+    done = subprocess.run(convert, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     Judge.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -115,7 +130,13 @@ def test_exact_match_tasks_report_their_metric(scored, bench):
     assert isinstance(value, int | float) and 0 <= value <= (100 if bench.task == "videomme" else 1)
     rows = samples[bench.task]
     assert sorted(row["doc_id"] for row in rows) == list(range(DOCS))  # each document once
-    assert all(row["filtered_resps"] and isinstance(row["filtered_resps"][0], str) for row in rows)
+    for row in rows:
+        if bench.likelihood:  # one (log-likelihood, is greedy) per option, from our loglikelihood
+            options = row["doc"].get("option") or row["doc"]["options"]
+            assert len(row["filtered_resps"]) == len(options)
+            assert all(float(value) < 0 for value, _ in row["filtered_resps"])
+        else:
+            assert row["filtered_resps"] and isinstance(row["filtered_resps"][0], str)
 
 
 @pytest.mark.parametrize("bench", [b for b in BENCHMARKS if b.judge and b.task != "activitynetqa"],
@@ -163,3 +184,25 @@ def test_activitynetqa_reaches_the_judge_with_our_answers(standins):
     log = proc.stdout + proc.stderr
     assert REFUSAL in log and "activitynetqa_process_results" in log
     assert not list((root / "anet_scored").rglob("*_results.json"))
+
+
+@pytest.mark.vllm
+def test_vllm_engine_matches_transformers_on_the_benchmarks(standins, scored):
+    """``engine=vllm`` on the same documents: the same greedy answers (generate_until) and the same
+    log-likelihoods (loglikelihood, from vLLM's prompt log-probabilities) as the transformers engine."""
+    root, judge_url = standins
+    names = ["videomme", "perceptiontest_val_mc", "egoschema_subset_mcppl", "perceptiontest_val_mcppl"]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: a tiny model on a shared machine
+    _, _, vllm_samples = run_tasks(root, names, "vllm", judge_url, engine=",engine=vllm,max_model_len=1024")
+    _, _, hf_samples = scored
+    for name in names:
+        ours = {row["doc_id"]: row["filtered_resps"] for row in vllm_samples[name]}
+        theirs = {row["doc_id"]: row["filtered_resps"] for row in hf_samples[name]}
+        assert ours.keys() == theirs.keys() == set(range(DOCS)), name
+        for doc_id, resps in theirs.items():
+            if isinstance(resps[0], str):
+                assert ours[doc_id] == resps, (name, doc_id)
+            else:
+                got = [float(value) for value, _ in ours[doc_id]]
+                assert got == pytest.approx([float(value) for value, _ in resps], abs=1e-3), (name, doc_id)
+                assert [bool(g) for _, g in ours[doc_id]] == [bool(g) for _, g in resps], (name, doc_id)

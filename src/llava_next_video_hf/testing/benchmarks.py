@@ -47,6 +47,7 @@ class Benchmark:
     row: Callable[[int, str, tasks.VideoQA, np.random.Generator], dict[str, Any]]  #: the other columns
     metric: str  #: the metric key lmms-eval reports (``<metric>,none``)
     judge: bool = False  #: the metric needs an external GPT judge
+    likelihood: bool = False  #: ``output_type: multiple_choice`` (lmms-eval's ``loglikelihood`` requests)
 
     @property
     def local_task(self) -> str:
@@ -148,10 +149,16 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               _consistency, "gpt_eval_score_consistency", judge=True),
     Benchmark("egoschema_subset", "egoschema/egoschema_subset.yaml", "egoschema/videos", "test",
               lambda i: f"00000000-0000-4000-8000-{i:012d}", lambda v: f"{v}.mp4", _egoschema, "score"),
+    Benchmark("egoschema_subset_mcppl", "egoschema/egoschema_subset_mcppl.yaml", "egoschema/videos", "test",
+              lambda i: f"00000000-0000-4000-8000-{i:012d}", lambda v: f"{v}.mp4", _egoschema, "score",
+              likelihood=True),
     Benchmark("videomme", "videomme/videomme.yaml", "videomme/data", "test",
               _youtube_id, lambda v: f"{v}.mp4", _videomme, "videomme_perception_score"),
     Benchmark("perceptiontest_val_mc", "perceptiontest/val/perceptiontest_mc.yaml", "perceptiontest_val/videos",
               "validation", lambda i: f"video_{10000 + i}", lambda v: f"{v}.mp4", _perceptiontest, "accuracy"),
+    Benchmark("perceptiontest_val_mcppl", "perceptiontest/val/perceptiontest_mcppl.yaml",
+              "perceptiontest_val/videos", "validation", lambda i: f"video_{10000 + i}", lambda v: f"{v}.mp4",
+              _perceptiontest, "accuracy", likelihood=True),
 )  # fmt: skip
 
 
