@@ -3,8 +3,8 @@ data (``llava_next_video_hf.testing.benchmarks``: the Hub datasets' columns and 
 synthetic clips): lmms-eval's own ``doc_to_visual`` / ``doc_to_text`` / ``process_results`` and metrics,
 reached only through ``include`` + ``dataset_path``/``dataset_kwargs`` + ``--include_path``.
 
-* exact-match tasks (NExT-QA MC, EgoSchema subset, Video-MME, Perception Test MC; EgoSchema and
-  Perception Test also as ``*_mcppl``: lmms-eval's ``loglikelihood`` requests) report their metric;
+* exact-match tasks (NExT-QA MC, EgoSchema subset, Video-MME, Perception Test MC; EgoSchema also as
+  ``egoschema_subset_mcppl``: lmms-eval's ``loglikelihood`` requests) report their metric;
 * GPT-judge tasks (ActivityNet-QA, VideoChatGPT generic/temporal/consistency) run up to the judge: a
   loopback stand-in receives the judge requests, which carry our model's answers, and refuses them
   (lmms-eval logs the refusal; VideoChatGPT scores 0, while lmms-eval 0.7.3's ActivityNet-QA
@@ -134,7 +134,7 @@ def test_exact_match_tasks_report_their_metric(scored, bench):
         if bench.likelihood:  # one (log-likelihood, is greedy) per option, from our loglikelihood
             options = row["doc"].get("option") or row["doc"]["options"]
             assert len(row["filtered_resps"]) == len(options)
-            assert all(float(value) < 0 for value, _ in row["filtered_resps"])
+            assert all(float(value) <= 0 for value, _ in row["filtered_resps"])
         else:
             assert row["filtered_resps"] and isinstance(row["filtered_resps"][0], str)
 
@@ -191,7 +191,7 @@ def test_vllm_engine_matches_transformers_on_the_benchmarks(standins, scored):
     """``engine=vllm`` on the same documents: the same greedy answers (generate_until) and the same
     log-likelihoods (loglikelihood, from vLLM's prompt log-probabilities) as the transformers engine."""
     root, judge_url = standins
-    names = ["videomme", "perceptiontest_val_mc", "egoschema_subset_mcppl", "perceptiontest_val_mcppl"]
+    names = ["videomme", "perceptiontest_val_mc", "egoschema_subset_mcppl"]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB: a tiny model on a shared machine
     _, _, vllm_samples = run_tasks(root, names, "vllm", judge_url, engine=",engine=vllm,max_model_len=1024")
     _, _, hf_samples = scored

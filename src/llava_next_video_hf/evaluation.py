@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lmms_eval.api.instance import GenerationResult
 from lmms_eval.api.model import lmms
 
 from . import rope
@@ -43,7 +44,7 @@ TASK_TEMPLATE = Path(__file__).parent / "assets" / "lmms_eval_task"
 #: ``engine=`` values of [`LlavaNextVideoLmms`]
 ENGINES = ("transformers", "vllm")
 
-__all__ = ["MODEL_NAME", "TASK_NAME", "LlavaNextVideoLmms", "manifest", "write_task"]
+__all__ = ["MODEL_NAME", "TASK_NAME", "LlavaNextVideoLmms", "LoglikelihoodResult", "manifest", "write_task"]
 
 
 def manifest() -> Any:
@@ -51,6 +52,36 @@ def manifest() -> Any:
     from lmms_eval.models.registry_v2 import ModelManifest
 
     return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.LlavaNextVideoLmms")
+
+
+class LoglikelihoodResult(GenerationResult):
+    """One ``loglikelihood`` answer, ``(log-probability, is greedy)``, that reaches lmms-eval's tasks.
+
+    lmms-eval 0.7.3's evaluator passes every model output through ``unwrap_generation_output``,
+    which keeps strings and ``GenerationResult`` but turns anything else, the ``(float, bool)``
+    tuples of its own ``loglikelihood`` contract included, into ``str(output)``: every
+    ``multiple_choice`` task then fails in ``process_results`` (``"(-1.2, True)"`` cannot be
+    unpacked). This ``GenerationResult`` carries the tuple as its ``text``, so the task receives the
+    tuple; it also behaves as that tuple (indexing, unpacking, ``==``) for direct callers.
+    """
+
+    def __init__(self, logprob: float, greedy: bool) -> None:
+        super().__init__(text=(float(logprob), bool(greedy)))  # type: ignore[arg-type]
+
+    def __iter__(self) -> Any:
+        return iter(self.text)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.text[index]
+
+    def __len__(self) -> int:
+        return 2
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self.text) == (tuple(other) if isinstance(other, tuple | LoglikelihoodResult) else other)
+
+    def __repr__(self) -> str:
+        return repr(self.text)
 
 
 def _fail_loudly(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -325,8 +356,9 @@ class LlavaNextVideoLmms(lmms):
         return str(target(self.task_dict[task][split][doc_id]) if callable(target) else target)
 
     @_fail_loudly
-    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
-        """Log-probability of each continuation after its context, and whether greedy decoding picks it."""
+    def loglikelihood(self, requests: list[Any]) -> list[LoglikelihoodResult]:
+        """Log-probability of each continuation after its context, and whether greedy decoding picks it
+        (as [`LoglikelihoodResult`]: a ``(float, bool)`` that lmms-eval 0.7.3 does not stringify)."""
         if self.engine == "vllm":
             return self._loglikelihood_vllm(requests)
         import torch
@@ -346,15 +378,15 @@ class LlavaNextVideoLmms(lmms):
             logprobs = torch.log_softmax(logits[0, prompt_len - 1 : -1], dim=-1)
             wanted = ids[0, prompt_len:]
             total = logprobs.gather(-1, wanted[:, None]).sum().item()
-            results.append((total, bool((logprobs.argmax(-1) == wanted).all())))
+            results.append(LoglikelihoodResult(total, bool((logprobs.argmax(-1) == wanted).all())))
         return results
 
-    def _loglikelihood_vllm(self, requests: list[Any]) -> list[tuple[float, bool]]:
+    def _loglikelihood_vllm(self, requests: list[Any]) -> list[LoglikelihoodResult]:
         """``loglikelihood`` from vLLM's prompt log-probabilities of context + continuation."""
         from vllm import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
-        results: list[tuple[float, bool]] = []
+        results: list[LoglikelihoodResult] = []
         for start in range(0, len(requests), self.vllm_chunk):
             prompts, lengths = [], []
             for request in requests[start : start + self.vllm_chunk]:
@@ -367,7 +399,7 @@ class LlavaNextVideoLmms(lmms):
                 entries = out.prompt_logprobs[-n:]
                 total = sum(entry[token].logprob for entry, token in zip(entries, wanted, strict=True))
                 greedy = all(entry[token].rank == 1 for entry, token in zip(entries, wanted, strict=True))
-                results.append((float(total), bool(greedy)))
+                results.append(LoglikelihoodResult(total, greedy))
         return results
 
     def generate_until_multi_round(self, requests: list[Any]) -> list[str]:

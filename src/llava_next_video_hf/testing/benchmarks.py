@@ -16,6 +16,10 @@ with synthetic clips of [`tasks`] in place of the real videos (the Hub datasets 
 The documents are synthetic questions ([`tasks`]: colour, direction, order, count) dressed in each
 benchmark's format (multiple-choice letters, options lists, free-form answers), so exact-match
 metrics are meaningful for a model trained on them and the free-form ones reach their GPT judge.
+
+Not here: ``perceptiontest_val_mcppl`` (lmms-eval 0.7.3's ``process_results_mc_ppl`` omits the
+``correct`` key its aggregation reads: a KeyError for any model) and ``egoschema`` (full set: scored
+by the EgoSchema submission server; ``egoschema_subset`` has the answers).
 """
 
 from __future__ import annotations
@@ -156,9 +160,6 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               _youtube_id, lambda v: f"{v}.mp4", _videomme, "videomme_perception_score"),
     Benchmark("perceptiontest_val_mc", "perceptiontest/val/perceptiontest_mc.yaml", "perceptiontest_val/videos",
               "validation", lambda i: f"video_{10000 + i}", lambda v: f"{v}.mp4", _perceptiontest, "accuracy"),
-    Benchmark("perceptiontest_val_mcppl", "perceptiontest/val/perceptiontest_mcppl.yaml",
-              "perceptiontest_val/videos", "validation", lambda i: f"video_{10000 + i}", lambda v: f"{v}.mp4",
-              _perceptiontest, "accuracy", likelihood=True),
 )  # fmt: skip
 
 
