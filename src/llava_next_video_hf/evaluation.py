@@ -194,6 +194,12 @@ class LlavaNextVideoLmms(lmms):
         self.accelerator, self._device = _processes(device)
         self._rank = self.accelerator.process_index
         self._world_size = self.accelerator.num_processes
+        from loguru import logger  # lmms-eval's logger
+
+        logger.info(
+            f"{MODEL_NAME}: process {self._rank} of {self._world_size} "
+            f"({self.accelerator.distributed_type.value}), device {self._device}, engine {engine}"
+        )
         register_auto_classes()
         overrides: dict[str, Any] = {}
         if rope_factor is not None:
