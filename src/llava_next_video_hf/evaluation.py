@@ -7,6 +7,9 @@
   the paper's rule for ``max_frames``/``num_frames``), ``spatial_pool_stride`` /
   ``spatial_pool_mode`` (pooling), ``max_new_tokens``, ``dtype``. Generation is greedy through the
   checkpoint's chat template and processor, as in ``llava-next-video generate``.
+  Runs in one process or under ``accelerate launch`` / ``torchrun`` (rank and world size from
+  accelerate; lmms-eval splits the documents and gathers the results), or with ``engine=vllm``
+  through the vLLM plugin. Errors exit non-zero (``SystemExit``), not lmms-eval's silent exit 0.
 * [`write_task`]: a local lmms-eval task (YAML + ``utils.py`` from ``assets/lmms_eval_task``) over
   synthetic clips of ``llava_next_video_hf.testing.tasks`` (no Hub download): ``--include_path FOLDER
   --tasks video_qa_synthetic`` reports the answer accuracy.
@@ -194,6 +197,11 @@ class LlavaNextVideoLmms(lmms):
         self.accelerator, self._device = _processes(device)
         self._rank = self.accelerator.process_index
         self._world_size = self.accelerator.num_processes
+        if engine == "vllm" and self._world_size > 1:
+            raise LlavaNextVideoError(
+                f"engine=vllm runs in one process ({self._world_size} were launched): vLLM batches the "
+                "whole request list itself; spread a model over GPUs with tensor_parallel_size=N"
+            )
         from loguru import logger  # lmms-eval's logger
 
         logger.info(
