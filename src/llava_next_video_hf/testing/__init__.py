@@ -5,6 +5,7 @@
 - [`tokenizers`]: real tokenizers built offline (byte-level BPE, SentencePiece-style, Qwen-style).
 - [`synthetic`]: synthetic videos encoded with PyAV whose frames carry their index.
 - [`tasks`]: the synthetic video-QA task the tiny models are trained and evaluated on.
+- [`benchmarks`]: local stand-ins of the paper's lmms-eval benchmarks (their task YAMLs, our data).
 
 The checkpoint and tokenizer helpers are importable from here; so are [`synthetic`]'s
 ``make_video``, ``make_video_bytes``, ``make_frames`` and ``read_frame_index``, loaded on first

@@ -58,8 +58,9 @@ def _container_index(decoder: _Decoder, info: _StreamInfo) -> _ContainerIndex | 
     """The container's sample table when it can stand for presentation order, else ``None``."""
     if decoder.fresh is None or info.reorders or not info.time_base or info.header_frames <= 0:
         return None
-    entries = decoder.fresh[1].index_entries
-    if len(entries) != info.header_frames:
+    # PyAV < 16 (lmms-eval 0.7 pins av<16) has no index_entries: the packets give the order instead
+    entries = getattr(decoder.fresh[1], "index_entries", None)
+    if entries is None or len(entries) != info.header_frames:
         return None
     size = decoder.source.size
     last = entries[len(entries) - 1]

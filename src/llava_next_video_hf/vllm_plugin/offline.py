@@ -68,6 +68,62 @@ def cpu_thread_binding(workers: int, cores: Sequence[int] | None = None) -> str:
     return "|".join(groups)
 
 
+def prepare_prompt(
+    processor: Any,
+    prompt: str,
+    *,
+    video: str | None = None,
+    images: Sequence[Any] = (),
+    num_frames: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
+) -> tuple[list[int], dict[str, Any]]:
+    """vLLM's inputs for one question: (prompt token ids, ``multi_modal_data``).
+
+    The prompt is the checkpoint's chat template over [`build_messages`], tokenized as the
+    transformers processor tokenizes it; the video is sampled by our video processor and handed over
+    as a ``(T, H, W, 3)`` uint8 array, so vLLM sees the frames and tokens transformers sees.
+    ``images`` are paths/URLs or PIL images.
+
+    Raises:
+        ContextLengthError: the prompt and its frames do not fit the model's context (checked by
+            the transformers processor, before any engine work).
+    """
+    from ..image_processing import load_image_checked
+
+    text = processor.apply_chat_template(
+        build_messages(prompt, video=video is not None, num_images=len(images)),
+        add_generation_prompt=True,
+        tokenize=False,
+    )
+    media: dict[str, Any] = {}
+    if images:
+        media["image"] = [load_image_checked(i) if isinstance(i, str | os.PathLike) else i for i in images]
+    if video is not None:
+        (clip,) = processor.video_processor.load_clips(
+            video, num_frames=num_frames, fps=fps, max_frames=max_frames
+        )
+        media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
+    # tokenized as the transformers processor tokenizes a rendered chat: BOS added unless the template
+    # wrote it, and by the original LLaVA rule unless the processor says tokenization="transformers"
+    bos = processor.tokenizer.bos_token
+    special = not (bos is not None and text.startswith(bos))
+    if getattr(processor, "tokenization", "original") == "original":
+        from ..tokenization import tokenize_like_original
+
+        marks = [processor.image_token, processor.video_token]
+        prompt_ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
+            "input_ids"
+        ]
+    else:
+        prompt_ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
+    # the transformers processor refuses a prompt the context cannot hold (ContextLengthError, saying
+    # how many frames would fit) before an engine is started for nothing
+    videos = [media["video"]] if video is not None else None
+    processor(text=text, images=media.get("image"), videos=videos, add_special_tokens=special)
+    return list(prompt_ids), media
+
+
 def generate_one(
     model_path: str,
     prompt: str,
@@ -104,41 +160,13 @@ def generate_one(
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout carries only the answer
     from vllm import LLM, SamplingParams
 
-    from ..image_processing import load_image_checked
     from ..processing import LlavaNextVideoAnyResProcessor, register_auto_classes
 
     register_auto_classes()
     processor = LlavaNextVideoAnyResProcessor.from_pretrained(model_path)
-    text = processor.apply_chat_template(
-        build_messages(prompt, video=video is not None, num_images=len(images)),
-        add_generation_prompt=True,
-        tokenize=False,
+    prompt_ids, media = prepare_prompt(
+        processor, prompt, video=video, images=images, num_frames=num_frames, fps=fps, max_frames=max_frames
     )
-    media: dict[str, Any] = {}
-    if images:
-        media["image"] = [load_image_checked(path) for path in images]
-    if video is not None:
-        (clip,) = processor.video_processor.load_clips(
-            video, num_frames=num_frames, fps=fps, max_frames=max_frames
-        )
-        media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
-    # tokenized as the transformers processor tokenizes a rendered chat: BOS added unless the template
-    # wrote it, and by the original LLaVA rule unless the processor says tokenization="transformers"
-    bos = processor.tokenizer.bos_token
-    special = not (bos is not None and text.startswith(bos))
-    if getattr(processor, "tokenization", "original") == "original":
-        from ..tokenization import tokenize_like_original
-
-        marks = [processor.image_token, processor.video_token]
-        prompt_ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
-            "input_ids"
-        ]
-    else:
-        prompt_ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
-    # the transformers processor refuses a prompt the context cannot hold (ContextLengthError, saying
-    # how many frames would fit) before an engine is started for nothing
-    videos = [media["video"]] if video is not None else None
-    processor(text=text, images=media.get("image"), videos=videos, add_special_tokens=special)
     llm = LLM(
         **engine_kwargs(
             model=str(model_path),
@@ -158,4 +186,4 @@ def generate_one(
     return out.outputs[0].text.strip()
 
 
-__all__ = ["build_messages", "cpu_thread_binding", "engine_kwargs", "generate_one"]
+__all__ = ["build_messages", "cpu_thread_binding", "engine_kwargs", "generate_one", "prepare_prompt"]
