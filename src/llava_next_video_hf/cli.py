@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "serve a checkpoint with vLLM's OpenAI-compatible server (our defaults, every vLLM option)",
     ),
+    "batch": ("batch", "answer a prompt about every video of a folder/manifest: pipelined, resumable, Ray"),
 }
 
 
