@@ -155,6 +155,8 @@ def _records_of(inputs: Any) -> list[dict[str, Any]]:
         for item in inputs:
             if isinstance(item, str | os.PathLike):
                 out.append({"video": os.fspath(item)})
+            elif isinstance(item, Row):
+                out.append({"id": item.id, "video": item.video, "prompt": item.prompt, **item.extra})
             elif isinstance(item, Mapping):
                 out.append(dict(item))
             else:
@@ -187,14 +189,16 @@ def read_rows(inputs: Any, prompt: str | None = None) -> list[Row]:
         if not isinstance(video, str) or not video:
             raise BatchInputError(f"row {n} has no 'video' (a path or URL)")
         row_prompt = rec.get("prompt")
-        if row_prompt is None or (isinstance(row_prompt, float) and row_prompt != row_prompt):  # NaN
+        if row_prompt is None or row_prompt == "" or (isinstance(row_prompt, float) and row_prompt != row_prompt):
             row_prompt = prompt
         if not isinstance(row_prompt, str) or not row_prompt.strip():
             raise BatchInputError(
                 f"row {n} ({video}) has no prompt: give --prompt for all rows or a 'prompt' column"
             )
-        row_id = rec.get("id")
-        row_id = video if row_id is None or row_id == "" else str(row_id)
+        row_id = rec.get("id")  # empty in a CSV cell, NaN in a table: none given
+        if row_id is None or row_id == "" or (isinstance(row_id, float) and row_id != row_id):
+            row_id = video
+        row_id = str(row_id)
         if row_id in seen:
             raise BatchInputError(f"duplicate id {row_id!r} (rows {seen[row_id]} and {n}); ids must be unique")
         seen[row_id] = n

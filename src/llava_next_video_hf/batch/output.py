@@ -137,7 +137,10 @@ class OutputFile:
             done = os.write(self.fd, data)
             if done != len(data):  # a short write: take it back so no partial line is left behind
                 os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - done)
-                raise OSError(errno.ENOSPC, f"short write ({done} of {len(data)} bytes)")
+                raise OSError(
+                    errno.ENOSPC,
+                    f"the file system took only {done} of {len(data)} bytes (disk full or a file size limit)",
+                )
         except OSError as err:
             raise BatchOutputError(
                 f"cannot write to {self.path}: {err.strerror or err}; the {self.written} record(s) written "
