@@ -28,7 +28,14 @@ from llava_next_video_hf.video_io import load_video
 CKPT = cli.default_checkpoint()
 PROMPT = "What color is the square?"
 #: (frames, fps, width, height): 1 s to 12 s, portrait and landscape, tiny to 640x360
-CLIPS = [(40, 20, 320, 240), (90, 20, 160, 120), (20, 10, 640, 360), (60, 20, 200, 300), (240, 20, 96, 64), (9, 3, 128, 128)]
+CLIPS = [
+    (40, 20, 320, 240),
+    (90, 20, 160, 120),
+    (20, 10, 640, 360),
+    (60, 20, 200, 300),
+    (240, 20, 96, 64),
+    (9, 3, 128, 128),
+]
 
 
 def read(path: Path) -> list[dict]:
@@ -45,7 +52,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for i, (n, fps, w, h) in enumerate(CLIPS):
         folder = root / "sub" if i % 2 else root
-        out[f"c{i}"] = testing.make_video(folder / f"c{i}.mp4", num_frames=n, fps=fps, width=w, height=h, seed=i)
+        out[f"c{i}"] = testing.make_video(
+            folder / f"c{i}.mp4", num_frames=n, fps=fps, width=w, height=h, seed=i
+        )
     (root / "notes.txt").write_text("not a video, not picked up from a folder")
     return out
 
@@ -235,7 +244,9 @@ def many(tmp_path_factory, clips) -> tuple[Path, dict[str, str]]:
     paths = list(clips.values())
     manifest = root / "many.jsonl"
     manifest.write_text(
-        "".join(json.dumps({"id": f"r{i:02d}", "video": str(paths[i % len(paths)])}) + "\n" for i in range(16))
+        "".join(
+            json.dumps({"id": f"r{i:02d}", "video": str(paths[i % len(paths)])}) + "\n" for i in range(16)
+        )
     )
     ref = root / "ref.jsonl"
     run_hf(manifest, ref, batch_size=1)
@@ -285,7 +296,9 @@ def test_partial_last_line_is_cut_on_resume(many, tmp_path):
     run_hf(read_rows(manifest, PROMPT)[:5], out)
     records = read(out)
     assert sorted(r["id"] for r in records) == ["r00", "r01", "r02", "r03", "r04"]  # in finishing order
-    assert {r["id"]: r["answer"] for r in records} == {k: reference[k] for k in ("r00", "r01", "r02", "r03", "r04")}
+    assert {r["id"]: r["answer"] for r in records} == {
+        k: reference[k] for k in ("r00", "r01", "r02", "r03", "r04")
+    }
 
 
 @pytest.mark.slow
@@ -338,8 +351,13 @@ def test_cli_errors_are_one_line(tmp_path, clips):
     out = tmp_path / "x.jsonl"
     manifest = tmp_path / "dup.jsonl"
     manifest.write_text(f'{{"id": 1, "video": "{clips["c0"]}"}}\n{{"id": 1, "video": "{clips["c1"]}"}}\n')
-    res = subprocess.run(_cli(str(manifest), "-o", str(out), "--prompt", "hi"), env=_env(), capture_output=True, text=True)
-    assert res.returncode == 1 and res.stderr.strip() == "error: duplicate id '1' (rows 1 and 2); ids must be unique"
+    res = subprocess.run(
+        _cli(str(manifest), "-o", str(out), "--prompt", "hi"), env=_env(), capture_output=True, text=True
+    )
+    assert (
+        res.returncode == 1
+        and res.stderr.strip() == "error: duplicate id '1' (rows 1 and 2); ids must be unique"
+    )
     res = subprocess.run(
         _cli(str(clips["c0"]), "-o", str(out), "--prompt", "hi", "--rope-factor", "2"),
         env=_env(), capture_output=True, text=True,

@@ -62,11 +62,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=("vllm", "hf"), default="vllm", help="vLLM (offline) or transformers")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--frames", type=_positive_int, help="sample N frames (default: the checkpoint's)")
-    group.add_argument("--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)")
-    p.add_argument("--max-frames", type=_positive_int, help="upper bound on sampled frames")
-    p.add_argument(
-        "--rope-factor", help="linear RoPE factor, a number or 'auto' (hf engine; as in generate)"
+    group.add_argument(
+        "--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)"
     )
+    p.add_argument("--max-frames", type=_positive_int, help="upper bound on sampled frames")
+    p.add_argument("--rope-factor", help="linear RoPE factor, a number or 'auto' (hf engine; as in generate)")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="answer length budget (tokens)")
     p.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0: greedy")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
@@ -76,9 +76,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         "--queue-size", type=int, help="decoded videos that may wait for the engine (default: 2 x workers)"
     )
     p.add_argument(
-        "--batch-size", type=_positive_int, help="rows per generate (hf, default 4) / kept in vLLM (default 16)"
+        "--batch-size",
+        type=_positive_int,
+        help="rows per generate (hf, default 4) / kept in vLLM (default 16)",
     )
-    p.add_argument("--tensor-parallel-size", "-tp", type=_positive_int, default=1, help="vLLM workers per engine")
+    p.add_argument(
+        "--tensor-parallel-size", "-tp", type=_positive_int, default=1, help="vLLM workers per engine"
+    )
     p.add_argument("--shard", help="K/N: only every N-th row starting at row K (0-based), e.g. a SLURM array")
     p.add_argument("--retry-failed", action="store_true", help="run rows recorded as errors again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

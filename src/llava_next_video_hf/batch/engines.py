@@ -116,7 +116,8 @@ class VllmEngine:
     def generate(self, items: list[tuple[str, dict[str, Any]]]) -> list[Finished]:
         """All of ``items`` at once (``LLM.generate``; what a Ray replica does with a batch)."""
         prompts = [
-            {"prompt_token_ids": it["prompt_ids"], "multi_modal_data": {"video": it["video"]}} for _, it in items
+            {"prompt_token_ids": it["prompt_ids"], "multi_modal_data": {"video": it["video"]}}
+            for _, it in items
         ]
         outs = self.llm.generate(prompts, self.params, use_tqdm=False)
         return [

@@ -64,9 +64,7 @@ def _is_url(text: str) -> bool:
 
 
 def _from_folder(folder: Path) -> list[dict[str, Any]]:
-    found = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-    )
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
     if not found:
         raise BatchInputError(
             f"{folder}: no videos in this folder or below it (looked for {', '.join(VIDEO_EXTENSIONS)})"
@@ -94,7 +92,9 @@ def _from_jsonl(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as err:
                 raise BatchInputError(f"{path}:{n}: not a JSON object ({err.msg})") from None
             if not isinstance(obj, dict):
-                raise BatchInputError(f"{path}:{n}: each line must be a JSON object, got {type(obj).__name__}")
+                raise BatchInputError(
+                    f"{path}:{n}: each line must be a JSON object, got {type(obj).__name__}"
+                )
             rows.append(obj)
     return rows
 
@@ -189,7 +189,11 @@ def read_rows(inputs: Any, prompt: str | None = None) -> list[Row]:
         if not isinstance(video, str) or not video:
             raise BatchInputError(f"row {n} has no 'video' (a path or URL)")
         row_prompt = rec.get("prompt")
-        if row_prompt is None or row_prompt == "" or (isinstance(row_prompt, float) and row_prompt != row_prompt):
+        if (
+            row_prompt is None
+            or row_prompt == ""
+            or (isinstance(row_prompt, float) and row_prompt != row_prompt)
+        ):
             row_prompt = prompt
         if not isinstance(row_prompt, str) or not row_prompt.strip():
             raise BatchInputError(
@@ -200,7 +204,9 @@ def read_rows(inputs: Any, prompt: str | None = None) -> list[Row]:
             row_id = video
         row_id = str(row_id)
         if row_id in seen:
-            raise BatchInputError(f"duplicate id {row_id!r} (rows {seen[row_id]} and {n}); ids must be unique")
+            raise BatchInputError(
+                f"duplicate id {row_id!r} (rows {seen[row_id]} and {n}); ids must be unique"
+            )
         seen[row_id] = n
         extra = {k: v for k, v in rec.items() if k not in ("id", "video", "prompt")}
         clash = sorted(RESERVED_COLUMNS & extra.keys())

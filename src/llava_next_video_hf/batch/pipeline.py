@@ -16,7 +16,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,88 +23,44 @@ from ..errors import LlavaNextVideoError
 from .engines import Engine, Sampling
 from .inputs import Row
 from .output import OutputFile
-from .prepare import Settings, error_of, prepare
+from .prepare import Settings, error_of, prepare, processor_for
+from .records import Summary, answer_record, error_record
 
 
 class BatchEngineError(LlavaNextVideoError):
     """The engine failed in a way no single row explains (it died): the job cannot go on."""
 
 
-@dataclass
-class Summary:
-    """What a job did: rows answered, failed and skipped (already in the output), and the rate."""
-
-    output: str
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    skipped: int = 0
-    seconds: float = 0.0
-    interrupted: bool = False
-    errors: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def videos_per_s(self) -> float:
-        """Rows finished (answered or failed) per second of this run."""
-        return (self.done + self.failed) / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        """One line for people."""
-        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(self.errors.items()))
-        state = "interrupted (re-run the same command to resume)" if self.interrupted else "finished"
-        return (
-            f"batch {state}: {self.done} done, {self.failed} failed{f' ({kinds})' if kinds else ''}, "
-            f"{self.skipped} skipped (already in {self.output}); {self.videos_per_s:.2f} videos/s "
-            f"over {self.seconds:.1f} s"
-        )
-
-
-def answer_record(row: Row, item: dict[str, Any], answer: str, reason: str, out_tokens: int, t: dict) -> dict:
-    """The output line of an answered row."""
-    return {
-        "id": row.id,
-        "video": row.video,
-        "prompt": row.prompt,
-        **row.extra,
-        "answer": answer,
-        "finish_reason": reason,
-        "frames": item["frames"],
-        "prompt_tokens": item["prompt_tokens"],
-        "output_tokens": out_tokens,
-        "seconds": {k: round(v, 4) for k, v in t.items()},
-    }
-
-
-def error_record(row: Row, error: dict[str, str], t: dict) -> dict:
-    """The output line of a failed row: ``error`` {kind, message} instead of an answer."""
-    return {
-        "id": row.id,
-        "video": row.video,
-        "prompt": row.prompt,
-        **row.extra,
-        "error": error,
-        "seconds": {k: round(v, 4) for k, v in t.items()},
-    }
-
-
-def _ignore_sigint() -> None:
-    """Decoding workers leave Ctrl-C to the job, which stops them itself."""
+def _worker_init(close_fds: tuple[int, ...]) -> None:
+    """Decoding workers leave Ctrl-C to the job, which stops them itself, and drop the descriptors
+    they inherited from the job (the output file and its lock belong to the job alone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
-def decode_pool(workers: int) -> Any:
+def decode_pool(workers: int, close_fds: tuple[int, ...] = ()) -> Any:
     """The process pool that runs :func:`prepare` (the one place that chooses it).
 
-    Anything with ``submit(fn, *args) -> Future`` and ``shutdown``/``close`` fits.
+    Anything with ``submit(fn, *args) -> Future`` and ``shutdown``/``close`` fits. The workers are
+    forked when the pool starts, before the job starts any thread or engine, from a process that
+    has already loaded the checkpoint's processor (:func:`run` does), so they start at once instead
+    of importing transformers again (seconds each).
     """
     return cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_worker_init,
+        initargs=(close_fds,),
     )
 
 
-def _close_pool(pool: Any) -> None:
+def _close_pool(pool: Any, wait: bool = True) -> None:
     if hasattr(pool, "shutdown"):
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)
     else:
         pool.close()
 
@@ -118,7 +73,7 @@ def default_workers() -> int:
 def run_rows(
     rows: list[Row],
     settings: Settings,
-    engine: Engine,
+    engine: Engine | Callable[[], Engine],
     out: OutputFile,
     summary: Summary,
     *,
@@ -126,18 +81,36 @@ def run_rows(
     queue_size: int,
     progress: bool = True,
 ) -> None:
-    """Answer ``rows`` with ``engine``, writing one record per row to ``out`` as each finishes."""
+    """Answer ``rows`` with ``engine``, writing one record per row to ``out`` as each finishes.
+
+    ``engine`` may be a function that makes it: the first videos are then decoded while it starts.
+    """
     from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=len(rows), unit="video", disable=not progress, file=sys.stderr, dynamic_ncols=True, smoothing=0.1
-    )
+    processor_for(settings.model, settings.context_length)  # loaded once, inherited by the workers
     todo = deque(enumerate(rows))
     inflight: dict[cf.Future, tuple[int, Row]] = {}
     ready: deque[tuple[int, Row, dict[str, Any], float]] = deque()
     in_engine: dict[str, tuple[Row, dict[str, Any], dict[str, float], float]] = {}
     window = workers + queue_size
-    pool = decode_pool(workers)
+    pool = decode_pool(workers, close_fds=(out.fd,))
+    while todo and len(inflight) < window:  # decoding starts before the engine does
+        n, row = todo.popleft()
+        inflight[pool.submit(prepare, row.video, row.prompt, settings)] = (n, row)
+    try:
+        if callable(engine) and not hasattr(engine, "step"):
+            engine = engine()
+    except BaseException:
+        _close_pool(pool, wait=False)
+        raise
+    bar = tqdm(
+        total=len(rows),
+        unit="video",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
 
     def finish(record: dict) -> None:
         out.write(record)
@@ -150,6 +123,7 @@ def run_rows(
             summary.done += 1
         bar.update(1)
 
+    finished = False
     try:
         while todo or inflight or ready or engine.pending():
             while todo and len(inflight) + len(ready) < window:
@@ -193,12 +167,13 @@ def run_rows(
                     finish(answer_record(row, meta, answer, reason, n_out, times))
             elif inflight:
                 cf.wait(list(inflight), timeout=1.0, return_when=cf.FIRST_COMPLETED)
+        finished = True
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
     finally:
         bar.close()
-        _close_pool(pool)
+        _close_pool(pool, wait=finished)  # stopping: do not wait for decodes nobody will use
 
 
 def run(
@@ -284,7 +259,9 @@ def run(
         todo = [r for r in rows if r.id not in skip]
         summary.skipped = len(rows) - len(todo)
         if out.existing.cut_bytes:
-            say(f"{output}: removed an unfinished last line ({out.existing.cut_bytes} bytes) left by a killed run")
+            say(
+                f"{output}: removed an unfinished last line ({out.existing.cut_bytes} bytes) left by a killed run"
+            )
         if not todo:
             return summary
         context = _context_length(model, rope_factor, max_frames or num_frames)
@@ -293,32 +270,38 @@ def run(
             from .ray_job import run_on_ray
 
             run_on_ray(
-                todo, settings, sampling, out, summary,
+                todo, settings, sampling, out, summary, rope_factor=rope_factor,
                 replicas=replicas, address=ray_address, dtype=dtype,
                 tensor_parallel_size=tensor_parallel_size, batch_size=batch_size, progress=progress,
             )  # fmt: skip
             return summary
         workers = workers or default_workers()
-        own = isinstance(engine, str)
-        if engine == "vllm":
-            eng: Engine = VllmEngine(
-                model, sampling, dtype=dtype, tensor_parallel_size=tensor_parallel_size, capacity=batch_size or 16
-            )
-        elif engine == "hf":
-            eng = HFEngine(
-                model, sampling, dtype=dtype, rope_factor=rope_factor, max_frames=max_frames or num_frames,
-                batch_size=batch_size or 4,
-            )  # fmt: skip
-        else:
-            eng = engine
-            eng.set_sampling(sampling)  # type: ignore[attr-defined]
+        made: list[Engine] = []
+
+        def make_engine() -> Engine:
+            eng: Engine
+            if engine == "vllm":
+                eng = VllmEngine(
+                    model, sampling, dtype=dtype, tensor_parallel_size=tensor_parallel_size,
+                    capacity=batch_size or 16,
+                )  # fmt: skip
+            else:
+                eng = HFEngine(
+                    model, sampling, dtype=dtype, rope_factor=rope_factor, max_frames=max_frames or num_frames,
+                    batch_size=batch_size or 4,
+                )  # fmt: skip
+            made.append(eng)
+            return eng
+
+        if not isinstance(engine, str):
+            engine.set_sampling(sampling)  # type: ignore[attr-defined]
         try:
             run_rows(
-                todo, settings, eng, out, summary,
+                todo, settings, make_engine if isinstance(engine, str) else engine, out, summary,
                 workers=workers, queue_size=2 * workers if queue_size is None else queue_size, progress=progress,
             )  # fmt: skip
         finally:
-            if own:
+            for eng in made:  # the caller's own engine stays open
                 eng.close()
         return summary
     except KeyboardInterrupt:
@@ -346,13 +329,4 @@ def _context_length(model: str, rope_factor: float | str | None, budget: int | N
     return int(config.context_length)
 
 
-__all__ = [
-    "BatchEngineError",
-    "Summary",
-    "answer_record",
-    "decode_pool",
-    "default_workers",
-    "error_record",
-    "run",
-    "run_rows",
-]
+__all__ = ["BatchEngineError", "Summary", "decode_pool", "default_workers", "run", "run_rows"]

@@ -88,7 +88,9 @@ def _prepare(video: str, prompt: str, settings: Settings) -> dict[str, Any]:
     from ..vllm_plugin.offline import build_messages, prompt_token_ids
 
     processor = processor_for(settings.model, settings.context_length)
-    sampling = processor.video_processor._sampling_args(settings.num_frames, settings.fps, settings.max_frames)
+    sampling = processor.video_processor._sampling_args(
+        settings.num_frames, settings.fps, settings.max_frames
+    )
     # one thread: the job runs one worker per core
     frames, meta = load_video(video, threads=1, **sampling)
     text = processor.apply_chat_template(
