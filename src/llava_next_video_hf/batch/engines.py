@@ -26,6 +26,7 @@ class Sampling:
     max_new_tokens: int = 64
     temperature: float = 0.0
     seed: int = 0
+    min_new_tokens: int = 0  # benchmarks: answers of exactly max_new_tokens (EOS held back until then)
 
 
 Finished = tuple[str, str, str, int]  # key, answer, finish reason, output tokens
@@ -89,6 +90,7 @@ class VllmEngine:
         self.params = SamplingParams(
             temperature=sampling.temperature,
             max_tokens=sampling.max_new_tokens,
+            min_tokens=sampling.min_new_tokens,
             seed=sampling.seed if sampling.temperature > 0 else None,
         )
 
@@ -212,6 +214,8 @@ class HFEngine:
             pixels[i, :t] = it["pixel_values_videos"]
             counts.append(t)
         kwargs: dict[str, Any] = {"max_new_tokens": self.sampling.max_new_tokens}
+        if self.sampling.min_new_tokens:
+            kwargs["min_new_tokens"] = self.sampling.min_new_tokens
         if self.sampling.temperature > 0:
             torch.manual_seed(self.sampling.seed)
             kwargs.update(do_sample=True, temperature=self.sampling.temperature)

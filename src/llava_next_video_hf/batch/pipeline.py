@@ -188,6 +188,7 @@ def run(
     max_frames: int | None = None,
     rope_factor: float | str | None = None,
     max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
     temperature: float = 0.0,
     seed: int = 0,
     dtype: str = "float32",
@@ -215,7 +216,8 @@ def run(
             (kept open; :class:`~llava_next_video_hf.batch.engines.VllmEngine`/``HFEngine``).
         num_frames / fps / max_frames: frame sampling, as ``generate`` (default: the checkpoint's).
         rope_factor: linear RoPE factor (a number or ``"auto"``), transformers engine only, as ``generate``.
-        max_new_tokens / temperature / seed: generation (``temperature=0``: greedy).
+        max_new_tokens / temperature / seed: generation (``temperature=0``: greedy);
+            ``min_new_tokens`` holds EOS back (benchmarks).
         workers: decoding processes (default: one per core); ``queue_size``: decoded videos that may
             wait for the engine (default ``2 * workers``); ``batch_size``: rows per ``generate``
             (hf, default 4) or rows kept inside vLLM (default 16).
@@ -250,7 +252,9 @@ def run(
     if not (Path(model) / "config.json").is_file():
         raise LlavaNextVideoError(f"{model} is not a checkpoint folder (it has no config.json)")
     rows = shard_rows(read_rows(inputs, prompt), shard)
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    sampling = Sampling(
+        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, min_new_tokens=min_new_tokens
+    )
     started = time.perf_counter()
     out = OutputFile(output, drop_failed=retry_failed)
     summary = Summary(output=str(output), total=len(rows))

@@ -81,7 +81,9 @@ def prompt_token_ids(processor: Any, text: str) -> tuple[list[int], bool]:
         from ..tokenization import tokenize_like_original
 
         marks = [processor.image_token, processor.video_token]
-        ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)["input_ids"]
+        ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
+            "input_ids"
+        ]
     else:
         ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
     return list(ids), special
