@@ -44,6 +44,12 @@ test-scale: setup
 conformance: setup
 	$(BIN)/python scripts/conformance/run.py $(ARGS)
 
+# The large fuzz run of video_io.load_video (damaged clips in worker processes; issue 24).
+# ARGS=... goes to the script (--mutants, --seed, --sizes, --save DIR).
+.PHONY: fuzz
+fuzz: setup
+	$(BIN)/python bench/fuzz_video_io.py $(ARGS)
+
 lint: setup
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts

@@ -11,6 +11,10 @@ class VideoLoadError(LlavaNextVideoError, ValueError):
     """A video could not be read or sampled (missing, empty, truncated, not a video, no frames)."""
 
 
+class TruncatedVideoWarning(UserWarning):
+    """A video's container declares more than was found; only the frames found were decoded."""
+
+
 class ImageLoadError(LlavaNextVideoError, ValueError):
     """An image could not be read (missing, corrupt, not an image, over the pixel limit)."""
 

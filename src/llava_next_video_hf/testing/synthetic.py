@@ -198,7 +198,7 @@ def _encode(
         stream = container.add_stream(encoder, rate=rate)
         stream.width = width
         stream.height = height
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"  # MJPEG takes full-range YUV
         stream.codec_context.gop_size = gop
         if rotation:
             # Display matrix side data (mp4/mov write it to the track header, as phones do).

@@ -44,7 +44,22 @@ URLs are downloaded into memory within :data:`URL_DEADLINE_S` seconds in total (
 :data:`URL_TIMEOUT_S`) and at most :data:`MAX_URL_BYTES` bytes.
 
 Every failure is a :class:`~llava_next_video_hf.errors.VideoLoadError` naming the source and
-the problem; PyAV/FFmpeg exceptions never escape.
+the problem; PyAV/FFmpeg exceptions never escape, whatever the bytes (every attribute a damaged
+stream may leave unset is checked; a last-resort backstop turns anything unforeseen into a
+``VideoLoadError`` too, and the fuzz harness in ``llava_next_video_hf.testing.fuzz`` counts those
+as escapes). Damaged and cut files:
+
+* a container whose frames fall clearly short of what it declares (its frame count or duration;
+  for MPEG-TS, which declares neither, data that ends mid-packet) is refused ("truncated: found
+  X of ... declared"); ``allow_truncated=True`` decodes the frames that are there (leaving out the
+  last, partial packet), sets ``metadata.truncated``/``truncation`` and warns
+  (:class:`~llava_next_video_hf.errors.TruncatedVideoWarning`);
+* ``deadline_s=`` bounds the wall time of indexing and decoding (checked on every packet and
+  frame);
+* :class:`DecodePool` (``isolated``) runs ``load_video`` in worker processes: a decoder that
+  crashes (a segfault in FFmpeg) or hangs costs that one job a ``VideoLoadError``
+  (:class:`DecoderCrashError`, :class:`DecodeDeadlineError`) and the worker is replaced. ``vllm
+  serve`` decodes this way; ``load_video`` itself stays in-process for library users.
 
 The package is split by concept (each module's docstring says more):
 
@@ -54,7 +69,8 @@ The package is split by concept (each module's docstring says more):
 * ``frames``: videos given as frames, with the pixel and output limits;
 * ``stream``, ``index``, ``output``, ``decoder``: reading the header, the presentation-order
   indexes, the result buffer and the (threaded) seeking decoder;
-* ``load``: :func:`load_video`.
+* ``load``: :func:`load_video`;
+* ``isolated``: :class:`DecodePool`, decoding in worker processes.
 
 The limits are re-exported here for reading; they are looked up in ``sources`` and ``frames``.
 """
@@ -63,11 +79,16 @@ from __future__ import annotations
 
 from ..frame_sampling import sample_indices
 from .frames import MAX_OUTPUT_BYTES, MAX_PIXELS
+from .isolated import DEFAULT_DECODE_DEADLINE_S, DecodeDeadlineError, DecodePool, DecoderCrashError
 from .load import load_video
 from .metadata import VideoMetadata
 from .sources import MAX_SOURCE_BYTES, MAX_URL_BYTES, URL_DEADLINE_S, URL_TIMEOUT_S
 
 __all__ = [
+    "DEFAULT_DECODE_DEADLINE_S",
+    "DecodeDeadlineError",
+    "DecodePool",
+    "DecoderCrashError",
     "MAX_OUTPUT_BYTES",
     "MAX_PIXELS",
     "MAX_SOURCE_BYTES",

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import av
-
 from ..errors import VideoLoadError
 from .index import _Index
 from .output import _Output
-from .sources import _reason, _Source
+from .sources import _READ_ERRORS, _reason, _Source
 
 
 class _SeekUnreliable(Exception):
@@ -40,11 +39,20 @@ def _tail_tolerance(total: int) -> int:
     return max(3, total // 100)
 
 
-def _truncated(desc: str, readable: int, total: int, target: int, error: str | None) -> VideoLoadError:
+class _TruncatedDecode(VideoLoadError):
+    """Fewer frames decode than the index counted (``readable`` of them did)."""
+
+    def __init__(self, message: str, readable: int):
+        super().__init__(message)
+        self.readable = readable
+
+
+def _truncated(desc: str, readable: int, total: int, target: int, error: str | None) -> _TruncatedDecode:
     detail = f" ({error})" if error else ""
-    return VideoLoadError(
+    return _TruncatedDecode(
         f"{desc}: truncated or corrupt: only {readable} of {total} frames could be decoded, "
-        f"frame {target} is missing{detail}"
+        f"frame {target} is missing{detail}",
+        readable,
     )
 
 
@@ -60,14 +68,24 @@ def _set_codec_threads(stream: Any, codec_threads: int) -> None:
 class _Decoder:
     """Decodes the sampled frames of one encoded source."""
 
-    def __init__(self, source: _Source):
+    def __init__(self, source: _Source, deadline_s: float | None = None):
         self.source = source
+        self.deadline_s = deadline_s
+        self._deadline_at = time.monotonic() + deadline_s if deadline_s is not None else None
         self.frames_decoded = 0
         self.seeks = 0
         self.fresh: tuple[Any, Any] | None = None
         self.index_container: Any = None
         self.index_container_unread = False  # nothing decoded from it yet: a group may use it
         self._lock = threading.Lock()
+
+    def check_deadline(self) -> None:
+        """Raise once the decode deadline has passed (called on every packet and frame)."""
+        if self._deadline_at is not None and time.monotonic() > self._deadline_at:
+            raise VideoLoadError(
+                f"{self.source.desc}: decoding took longer than the deadline of {self.deadline_s:g} s "
+                "(deadline_s); the file may be damaged or too long to decode"
+            )
 
     def close(self) -> None:
         """Close a container opened but never used."""
@@ -96,6 +114,12 @@ class _Decoder:
                     f"{self.source.desc}: no video stream (streams found: {', '.join(kinds)})"
                 )
             stream = container.streams.video[0]
+            if stream.codec_context is None:
+                container.close()
+                raise VideoLoadError(
+                    f"{self.source.desc}: the video stream has no decoder (unknown codec; the stream "
+                    "header may be damaged)"
+                )
         _set_codec_threads(stream, codec_threads)
         return container, stream
 
@@ -106,9 +130,10 @@ class _Decoder:
 
     # -- sequential ---------------------------------------------------------------------------
 
-    def sequential(self, out: _Output, total: int, index: _Index | None) -> None:
-        """Decode from the start, keeping only the sampled frames: frame i = the i-th one out."""
-        container, stream = self._open_stream()
+    def sequential(self, out: _Output, total: int, index: _Index | None, codec_threads: int = 0) -> None:
+        """Decode from the start, keeping only the sampled frames: frame i = the i-th one out
+        (``codec_threads=1``: on the calling thread only, as ``threads=1`` asks)."""
+        container, stream = self._open_stream(codec_threads)
         decoded = 0
         try:
             remaining = list(out.targets)
@@ -119,11 +144,12 @@ class _Decoder:
             error = None
             frames = container.decode(stream)
             while True:
+                self.check_deadline()
                 try:
                     frame = next(frames)
                 except StopIteration:
                     break
-                except (av.FFmpegError, OSError) as exc:
+                except _READ_ERRORS as exc:
                     error = _reason(exc)
                     break
                 index_i += 1
@@ -199,13 +225,14 @@ class _Decoder:
         def pull() -> Any:
             nonlocal decoded
             assert frames is not None
+            self.check_deadline()
             try:
                 frame = next(frames)
             except StopIteration:
                 raise _SeekUnreliable(
                     f"the stream ends after frame {cursor}, the index lists {index.total} frames"
                 ) from None
-            except (av.FFmpegError, OSError) as exc:
+            except _READ_ERRORS as exc:
                 raise _SeekUnreliable(f"decoding failed after frame {cursor} ({_reason(exc)})") from exc
             decoded += 1
             if frame.pts is None:
@@ -240,7 +267,7 @@ class _Decoder:
                 else:
                     try:
                         index.seek(container, stream, k)
-                    except (av.FFmpegError, OSError) as exc:
+                    except _READ_ERRORS as exc:
                         raise _SeekUnreliable(f"seek failed ({_reason(exc)})") from exc
                     seeks += 1
                     frames = iter(container.decode(stream))

@@ -7,6 +7,7 @@ every decoded frame can be checked against it; any disagreement makes the seek p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -99,19 +100,22 @@ class _PacketIndex:
         self.key_by_pts: dict[int, list[int]] = {}
         for k in self.keys.tolist():
             self.key_by_pts.setdefault(int(self.pts[k]), []).append(k)
-        # Seconds from the start, continuous across segments.
+        # Seconds from the start, continuous across segments (``self.segment`` is sorted).
         times = np.empty(n, dtype=np.float64)
         offset = 0.0
+        bounds = np.searchsorted(self.segment, np.arange(self.segments + 1))
         for s in range(self.segments):
-            sel = np.flatnonzero(self.segment == s)
-            seg_pts = self.pts[sel]
+            lo, hi = int(bounds[s]), int(bounds[s + 1])
+            seg_pts = self.pts[lo:hi]
             steps = np.diff(seg_pts)
             steps = steps[steps > 0]
             step = float(np.median(steps)) if steps.size else 0.0
-            times[sel] = offset + (seg_pts - seg_pts[0]) * time_base
+            times[lo:hi] = offset + (seg_pts - seg_pts[0]) * time_base
             offset += float(seg_pts[-1] - seg_pts[0] + step) * time_base
         self.times = times
         self.duration = offset
+        #: Seconds on the stream's clock where the last frame ends (one segment), else ``None``.
+        self.end_time = float(self.pts[0]) * time_base + offset if self.segments == 1 else None
 
     def key_before(self, t: int) -> int | None:
         i = int(np.searchsorted(self.keys, t, side="right")) - 1
@@ -147,14 +151,31 @@ class _NoIndex(Exception):
     """The file's frames cannot be put in presentation order without decoding them."""
 
 
-def _scan_packets(container: Any, stream: Any, info: _StreamInfo) -> _PacketIndex:
-    """One demuxing pass (no decoding) over the video packets."""
+def _scan_packets(
+    container: Any,
+    stream: Any,
+    info: _StreamInfo,
+    check: Callable[[], None] | None = None,
+    drop_last: bool = False,
+) -> _PacketIndex:
+    """One demuxing pass (no decoding) over the video packets; ``check`` is called on each one
+    (the decode deadline). ``drop_last`` leaves out the last packet read (in a cut file, where the
+    data stops inside it, it holds part of a frame)."""
     pts: list[int] = []
     dts: list[int | None] = []
     keys: list[bool] = []
     pos: list[int] = []
     missing = 0
-    for packet in container.demux(stream):
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except IndexError:  # PyAV's flush after a stream appeared mid-file: the packets are read
+            break
+        if check is not None:
+            check()
         if not packet.size:
             continue
         if packet.pts is None:
@@ -165,6 +186,9 @@ def _scan_packets(container: Any, stream: Any, info: _StreamInfo) -> _PacketInde
         dts.append(packet.dts)
         keys.append(packet.is_keyframe)
         pos.append(packet.pos if packet.pos is not None else -1)
+    if drop_last and len(pts) > 1:
+        for column in (pts, dts, keys, pos):
+            column.pop()
     if not pts:
         raise VideoLoadError("zero frames (the video stream holds no packets)")
     if missing:

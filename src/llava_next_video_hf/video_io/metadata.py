@@ -47,6 +47,9 @@ class VideoMetadata:
             resolution change.
         segments: timestamp segments (``> 1`` for concatenated MPEG-TS files).
         threads: decoding threads used (groups of samples decoded in parallel).
+        truncated: the container declares more than was found and ``allow_truncated=True``
+            decoded what is there (frames are sampled among the frames found).
+        truncation: what was found versus declared, when ``truncated``.
     """
 
     total_num_frames: int
@@ -72,6 +75,8 @@ class VideoMetadata:
     resized_frames: int = 0
     segments: int = 1
     threads: int = 1
+    truncated: bool = False
+    truncation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The metadata as a plain (JSON-serialisable) dict."""

@@ -8,6 +8,7 @@ import math
 import threading
 from typing import Any
 
+import av
 import numpy as np
 
 from ..errors import VideoLoadError
@@ -53,16 +54,27 @@ class _Output:
             self.rotation = rotation
 
     def put(self, target: int, frame: Any, actual_index: int, time: float | None) -> None:
+        if not (frame.width > 0 and frame.height > 0):
+            raise VideoLoadError(
+                f"{self.desc}: frame {actual_index} decodes to an empty picture "
+                f"({frame.width}x{frame.height}); the stream may be damaged"
+            )
         _check_pixels(frame.width, frame.height, self.desc)
         if self.array is None:
             self._allocate(frame)
         assert self.array is not None
-        if (frame.width, frame.height) != (self.width, self.height):
-            rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
-            with self._lock:
-                self.resized += len(self.positions[target])
-        else:
-            rgb = frame.to_ndarray(format="rgb24")
+        try:
+            if (frame.width, frame.height) != (self.width, self.height):
+                rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+                with self._lock:
+                    self.resized += len(self.positions[target])
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+        except (ValueError, av.FFmpegError) as exc:  # a pixel format FFmpeg cannot convert
+            raise VideoLoadError(
+                f"{self.desc}: frame {actual_index} ({frame.format.name if frame.format else None}, "
+                f"{frame.width}x{frame.height}) cannot be converted to RGB ({exc}); the stream may be damaged"
+            ) from exc
         rotation = _frame_rotation(frame)
         if rotation != self.rotation:
             raise VideoLoadError(

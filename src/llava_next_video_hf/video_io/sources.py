@@ -101,13 +101,36 @@ class _Source:
     """An encoded video that can be opened (several times) with PyAV."""
 
     def __init__(
-        self, desc: str, *, path: Path | None = None, data: bytes | None = None, fileobj: Any = None
+        self,
+        desc: str,
+        *,
+        path: Path | None = None,
+        data: bytes | None = None,
+        fileobj: Any = None,
+        size: int | None = None,
     ):
         self.desc = desc
         self.path = path
         self.data = data
         self.fileobj = fileobj
         self.start = fileobj.tell() if fileobj is not None else 0
+        #: Bytes of encoded data (checked against what the container's index points to).
+        self.size = len(data) if data is not None else size
+
+    def tail(self, n: int) -> bytes:
+        """The last ``n`` bytes (fewer for a shorter source; empty if they cannot be read)."""
+        try:
+            if self.data is not None:
+                return self.data[-n:]
+            if self.path is not None:
+                with open(self.path, "rb") as f:
+                    f.seek(max(0, (self.size or 0) - n))
+                    return f.read(n)
+            end = self.fileobj.seek(0, io.SEEK_END)
+            self.fileobj.seek(max(self.start, end - n))
+            return self.fileobj.read(n)
+        except (OSError, ValueError):
+            return b""
 
     def open(self) -> av.container.InputContainer:
         opts: dict[str, Any] = {"metadata_errors": "replace"}
@@ -129,11 +152,18 @@ class _Source:
             ) from exc
 
 
+#: What reading packets or frames from a damaged file may raise. PyAV raises ``IndexError`` when a
+#: stream appears mid-file (MPEG-TS) and its flush at the end looks the new stream up in a stale list.
+_READ_ERRORS = (av.FFmpegError, OSError, EOFError, IndexError)
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, av.FFmpegError) and exc.strerror:
         return str(exc.strerror)
     if isinstance(exc, OSError) and exc.strerror:
         return str(exc.strerror)
+    if isinstance(exc, IndexError):
+        return "a stream appeared mid-file and could not be read"
     return str(exc) or type(exc).__name__
 
 
@@ -164,7 +194,7 @@ def _encoded_source(source: Any) -> _Source:
             raise VideoLoadError(f"{desc}: the file is empty (0 bytes)")
         if not os.access(path, os.R_OK):
             raise VideoLoadError(f"{desc}: permission denied")
-        return _Source(desc, path=path)
+        return _Source(desc, path=path, size=size)
     if isinstance(source, bytes | bytearray | memoryview):
         desc = "<bytes>"
         size = memoryview(source).nbytes
@@ -195,7 +225,7 @@ def _encoded_source(source: Any) -> _Source:
             )
         if size <= 0:
             raise VideoLoadError(f"{desc}: the video data is empty (0 bytes)")
-        return _Source(desc, fileobj=source)
+        return _Source(desc, fileobj=source, size=size)
     raise VideoLoadError(
         f"unsupported video source of type {type(source).__name__}: expected a path, an http(s) URL, bytes, "
         "a file object, a (T, H, W, 3) uint8 array/tensor or a list of frames"

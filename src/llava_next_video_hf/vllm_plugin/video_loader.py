@@ -15,6 +15,14 @@ is built (:func:`configure`). Requests are bounded *before* decoding by the serv
 the frames whose tokens fit ``max_model_len`` (at least one text token left), lowered by an
 operator's ``max_frames`` in ``--media-io-kwargs``. Asking for more is a ``ValueError`` naming the
 limit (HTTP 400); bytes and pixels are bounded by ``video_io``'s limits.
+
+Decoding runs in a :class:`~llava_next_video_hf.video_io.DecodePool` (worker processes, started on
+the first video), not in the API-server process: a file that makes FFmpeg crash or spin costs its
+own request a 400 (``VideoLoadError`` naming the crash or the deadline), the worker is replaced and
+the server keeps answering. ``LLAVA_NEXT_VIDEO_DECODE_WORKERS`` sets the number of workers (default:
+up to 4, at most the cores; ``0`` decodes in the server's own process, as before), and
+``LLAVA_NEXT_VIDEO_DECODE_DEADLINE_S`` the wall time one video may take (default
+``video_io.DEFAULT_DECODE_DEADLINE_S``).
 """
 
 from __future__ import annotations
@@ -32,8 +40,13 @@ VIDEO_PROCESSOR = "LlavaNextVideoAnyResVideoProcessor"
 #: Frame options the loader accepts (``media_io_kwargs["video"]``).
 OPTIONS = ("num_frames", "fps", "max_frames")
 
+#: Environment variables: decoding workers (``0``: in-process) and the per-video deadline (s).
+WORKERS_ENV = "LLAVA_NEXT_VIDEO_DECODE_WORKERS"
+DEADLINE_ENV = "LLAVA_NEXT_VIDEO_DECODE_DEADLINE_S"
+
 _lock = threading.Lock()
 _server: dict[str, Any] = {"max_frames": None, "why": None}
+_pool: dict[str, Any] = {"pool": None, "pid": None}
 
 
 def configure(max_frames: int | None, why: str | None = None) -> None:
@@ -93,12 +106,58 @@ def sampling_options(
     return {"num_frames": num_frames, "fps": fps, "max_frames": max_frames}
 
 
+def _env_number(name: str, kind: type, minimum: float, default: Any) -> Any:
+    import os
+
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:
+        raise ValueError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def decode_settings() -> tuple[int | None, float]:
+    """(workers, deadline in s) from the environment: workers ``0`` means in-process, ``None`` the
+    pool's default."""
+    from ..video_io import DEFAULT_DECODE_DEADLINE_S
+
+    workers = _env_number(WORKERS_ENV, int, 0, None)
+    deadline = _env_number(DEADLINE_ENV, float, 0.001, DEFAULT_DECODE_DEADLINE_S)
+    return workers, deadline
+
+
+def decode_pool() -> Any:
+    """This process's :class:`~llava_next_video_hf.video_io.DecodePool` (started on first use), or
+    ``None`` when ``LLAVA_NEXT_VIDEO_DECODE_WORKERS=0`` asks for in-process decoding."""
+    import atexit
+    import os
+
+    from ..video_io import DecodePool
+
+    workers, deadline = decode_settings()
+    if workers == 0:
+        return None
+    with _lock:
+        if _pool["pool"] is None or _pool["pid"] != os.getpid():  # a forked child makes its own
+            pool = DecodePool(workers=workers, deadline_s=deadline)
+            _pool["pool"], _pool["pid"] = pool, os.getpid()
+            atexit.register(pool.close)
+        return _pool["pool"]
+
+
 def load_video_bytes(data: bytes, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """Decode ``data`` with ``video_io.load_video``; ``(frames (T, H, W, 3) uint8, vLLM metadata)``.
+    """Decode ``data`` with ``video_io.load_video`` in the decoding workers (:func:`decode_pool`);
+    ``(frames (T, H, W, 3) uint8, vLLM metadata)``.
 
     Raises:
         ValueError: unknown options, options out of range or over the server's limit, or a video
-            ``load_video`` refuses (``VideoLoadError`` is a ``ValueError``): vLLM answers 400.
+            ``load_video`` refuses, a decoder crash or the deadline (``VideoLoadError`` is a
+            ``ValueError``): vLLM answers 400.
     """
     from ..video_io import load_video
 
@@ -108,7 +167,12 @@ def load_video_bytes(data: bytes, **options: Any) -> tuple[np.ndarray, dict[str,
             f"media_io_kwargs video: unsupported option(s) {', '.join(unknown)}; this model's video "
             f"loader takes {', '.join(OPTIONS)}"
         )
-    frames, meta = load_video(bytes(data), **sampling_options(**options))
+    kwargs = sampling_options(**options)
+    pool = decode_pool()
+    if pool is None:
+        frames, meta = load_video(bytes(data), deadline_s=decode_settings()[1], **kwargs)
+    else:
+        frames, meta = pool.load_video(bytes(data), **kwargs)
     metadata = {
         "total_num_frames": meta.total_num_frames,
         "fps": meta.fps or 0.0,
@@ -138,6 +202,7 @@ def configure_for_model(model_config: Any, config: Any, video_processor: Any) ->
       (its video processor's ``num_frames``, or ``fps`` with ``max_frames``), so a request without
       options gets the frames ``llava-next-video generate`` would use (capped at the limit).
     """
+    decode_settings()  # a bad LLAVA_NEXT_VIDEO_DECODE_* value stops the server at start, not each request
     max_len = int(model_config.max_model_len)
     limit = frames_that_fit(max_len, config)
     why = f"frames whose tokens fit max_model_len={max_len}"
@@ -229,11 +294,15 @@ def _check_local_video(path: Path) -> None:
 
 
 __all__ = [
+    "DEADLINE_ENV",
     "LOADER_NAME",
     "OPTIONS",
     "VIDEO_PROCESSOR",
+    "WORKERS_ENV",
     "configure",
     "configure_for_model",
+    "decode_pool",
+    "decode_settings",
     "load_video_bytes",
     "register_video_loader",
     "sampling_options",
