@@ -216,6 +216,67 @@ def test_bad_rows_become_error_records_and_the_rest_finishes(clips, tmp_path):
     assert "answer" in {r["id"]: r for r in again}["empty"]
 
 
+def test_a_decoder_killed_mid_row_fails_that_row_only(clips, tmp_path):
+    """A decoding worker that dies (here SIGKILL while it downloads a slow URL) costs its row an
+    error record; the pool replaces the worker and the other rows are answered."""
+    import http.server
+    import threading
+
+    import psutil
+
+    from llava_next_video_hf.video_io.isolated import WORKER_NAME
+
+    data = clips["c0"].read_bytes()
+    started = threading.Event()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            started.set()
+            try:
+                for i in range(0, len(data), 512):
+                    self.wfile.write(data[i : i + 512])
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/slow.mp4"
+
+    def kill_the_downloader() -> None:
+        assert started.wait(120)
+        for child in psutil.Process().children(recursive=True):
+            if child.name() == WORKER_NAME and any(
+                c.raddr and c.raddr[1] == server.server_address[1] for c in child.net_connections()
+            ):
+                child.kill()
+
+    killer = threading.Thread(target=kill_the_downloader)
+    killer.start()
+    rows = [
+        {"id": "slow", "video": url},
+        {"id": "a", "video": str(clips["c1"])},
+        {"id": "b", "video": str(clips["c3"])},
+    ]
+    try:
+        out = tmp_path / "k.jsonl"
+        summary = run_hf(rows, out)
+        records = {r["id"]: r for r in read(out)}
+    finally:
+        killer.join()
+        server.shutdown()
+    assert (summary.done, summary.failed) == (2, 1)
+    assert records["slow"]["error"]["kind"] == "video"
+    assert "SIGKILL" in records["slow"]["error"]["message"], records["slow"]["error"]
+    assert "answer" in records["a"] and "answer" in records["b"]
+
+
 def test_output_is_locked_and_foreign_files_are_not_appended_to(clips, tmp_path):
     out = tmp_path / "o.jsonl"
     with OutputFile(out):

@@ -73,6 +73,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--workers", type=_positive_int, help="decoding processes (default: one per core)")
     p.add_argument(
+        "--decode-deadline",
+        type=_positive_float,
+        default=180.0,
+        help="seconds one video's decoding may take before its worker is killed and the row fails",
+    )
+    p.add_argument(
         "--queue-size", type=int, help="decoded videos that may wait for the engine (default: 2 x workers)"
     )
     p.add_argument(
@@ -120,6 +126,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         workers=args.workers,
         queue_size=args.queue_size,
+        decode_deadline_s=args.decode_deadline,
         batch_size=args.batch_size,
         tensor_parallel_size=args.tensor_parallel_size,
         shard=args.shard,

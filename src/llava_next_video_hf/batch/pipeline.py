@@ -9,9 +9,7 @@ clip of the same resolution and frame count costs.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import multiprocessing
 import os
-import signal
 import sys
 import time
 from collections import deque
@@ -23,7 +21,7 @@ from ..errors import LlavaNextVideoError
 from .engines import Engine, Sampling
 from .inputs import Row
 from .output import OutputFile
-from .prepare import Settings, error_of, prepare, processor_for
+from .prepare import Settings, error_of, prepare, warm_up
 from .records import Summary, answer_record, error_record
 
 
@@ -31,31 +29,23 @@ class BatchEngineError(LlavaNextVideoError):
     """The engine failed in a way no single row explains (it died): the job cannot go on."""
 
 
-def _worker_init(close_fds: tuple[int, ...]) -> None:
-    """Decoding workers leave Ctrl-C to the job, which stops them itself, and drop the descriptors
-    they inherited from the job (the output file and its lock belong to the job alone)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for fd in close_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+#: wall time (s) one row's decoding + preparing may take in its worker before the worker is killed
+#: and the row fails (the first row of each worker also imports transformers: hence above the
+#: pool's own default)
+DECODE_DEADLINE_S = 180.0
 
 
-def decode_pool(workers: int, close_fds: tuple[int, ...] = ()) -> Any:
+def decode_pool(workers: int, deadline_s: float | None = DECODE_DEADLINE_S) -> Any:
     """The process pool that runs :func:`prepare` (the one place that chooses it).
 
-    Anything with ``submit(fn, *args) -> Future`` and ``shutdown``/``close`` fits. The workers are
-    forked when the pool starts, before the job starts any thread or engine, from a process that
-    has already loaded the checkpoint's processor (:func:`run` does), so they start at once instead
-    of importing transformers again (seconds each).
+    ``video_io.isolated.DecodePool``: fresh worker processes; a decoder that crashes or hangs past
+    ``deadline_s`` fails its row (a ``VideoLoadError`` naming the signal or the deadline) and its
+    worker is replaced; workers ignore Ctrl-C and die with the job. Anything with
+    ``submit(fn, *args) -> Future`` and ``close()``/``shutdown()`` would fit here.
     """
-    return cf.ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("fork"),
-        initializer=_worker_init,
-        initargs=(close_fds,),
-    )
+    from ..video_io.isolated import DecodePool
+
+    return DecodePool(workers, deadline_s)
 
 
 def _close_pool(pool: Any, wait: bool = True) -> None:
@@ -80,6 +70,7 @@ def run_rows(
     workers: int,
     queue_size: int,
     progress: bool = True,
+    decode_deadline_s: float | None = DECODE_DEADLINE_S,
 ) -> None:
     """Answer ``rows`` with ``engine``, writing one record per row to ``out`` as each finishes.
 
@@ -87,13 +78,14 @@ def run_rows(
     """
     from tqdm.auto import tqdm
 
-    processor_for(settings.model, settings.context_length)  # loaded once, inherited by the workers
     todo = deque(enumerate(rows))
     inflight: dict[cf.Future, tuple[int, Row]] = {}
     ready: deque[tuple[int, Row, dict[str, Any], float]] = deque()
     in_engine: dict[str, tuple[Row, dict[str, Any], dict[str, float], float]] = {}
     window = workers + queue_size
-    pool = decode_pool(workers, close_fds=(out.fd,))
+    pool = decode_pool(workers, decode_deadline_s)
+    for _ in range(workers):  # each worker loads the processor (imports transformers) before any row
+        pool.submit(warm_up, settings)
     while todo and len(inflight) < window:  # decoding starts before the engine does
         n, row = todo.popleft()
         inflight[pool.submit(prepare, row.video, row.prompt, settings)] = (n, row)
@@ -194,6 +186,7 @@ def run(
     dtype: str = "float32",
     workers: int | None = None,
     queue_size: int | None = None,
+    decode_deadline_s: float | None = DECODE_DEADLINE_S,
     batch_size: int | None = None,
     tensor_parallel_size: int = 1,
     shard: tuple[int, int] | str | None = None,
@@ -219,7 +212,8 @@ def run(
         max_new_tokens / temperature / seed: generation (``temperature=0``: greedy);
             ``min_new_tokens`` holds EOS back (benchmarks).
         workers: decoding processes (default: one per core); ``queue_size``: decoded videos that may
-            wait for the engine (default ``2 * workers``); ``batch_size``: rows per ``generate``
+            wait for the engine (default ``2 * workers``); ``decode_deadline_s``: wall time one row's
+            decoding may take before its worker is killed and the row fails; ``batch_size``: rows per ``generate``
             (hf, default 4) or rows kept inside vLLM (default 16).
         shard: ``(K, N)`` or ``"K/N"``: only every N-th row from the K-th.
         retry_failed: run rows whose record in ``output`` is an error again (their old line is removed).
@@ -274,7 +268,7 @@ def run(
             from .ray_job import run_on_ray
 
             run_on_ray(
-                todo, settings, sampling, out, summary, rope_factor=rope_factor,
+                todo, settings, sampling, out, summary, rope_factor=rope_factor, decode_deadline_s=decode_deadline_s,
                 replicas=replicas, address=ray_address, dtype=dtype,
                 tensor_parallel_size=tensor_parallel_size, batch_size=batch_size, progress=progress,
             )  # fmt: skip
@@ -303,6 +297,7 @@ def run(
             run_rows(
                 todo, settings, make_engine if isinstance(engine, str) else engine, out, summary,
                 workers=workers, queue_size=2 * workers if queue_size is None else queue_size, progress=progress,
+                decode_deadline_s=decode_deadline_s,
             )  # fmt: skip
         finally:
             for eng in made:  # the caller's own engine stays open
@@ -333,4 +328,12 @@ def _context_length(model: str, rope_factor: float | str | None, budget: int | N
     return int(config.context_length)
 
 
-__all__ = ["BatchEngineError", "Summary", "decode_pool", "default_workers", "run", "run_rows"]
+__all__ = [
+    "BatchEngineError",
+    "Summary",
+    "decode_pool",
+    "default_workers",
+    "run",
+    "run_rows",
+    "DECODE_DEADLINE_S",
+]

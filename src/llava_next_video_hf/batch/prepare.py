@@ -48,6 +48,11 @@ def processor_for(model: str, context_length: int | None = None) -> Any:
     return _PROCESSORS[key]
 
 
+def warm_up(settings: Settings) -> None:
+    """Load the job's processor in this worker (so the first row does not pay for the imports)."""
+    processor_for(settings.model, settings.context_length)
+
+
 def error_of(exc: BaseException) -> dict[str, str]:
     """A row's ``error`` field: ``kind`` (video / context / prompt / internal) and a one-line message."""
     if isinstance(exc, VideoLoadError):
@@ -117,4 +122,4 @@ def _prepare(video: str, prompt: str, settings: Settings) -> dict[str, Any]:
     return out
 
 
-__all__ = ["Settings", "error_of", "prepare", "processor_for"]
+__all__ = ["Settings", "error_of", "prepare", "processor_for", "warm_up"]

@@ -1,7 +1,8 @@
 """``batch --ray``: the same job on a Ray cluster with Ray Data (``pip install 'llava-next-video-hf[ray]'``).
 
 The rows still to do become a Ray dataset; decoding is a ``map`` (one Ray task per row, on every
-node: :func:`~llava_next_video_hf.batch.prepare.prepare`, the single-machine worker function); the
+node: :func:`~llava_next_video_hf.batch.prepare.prepare`, the single-machine worker function, run in
+a one-worker ``DecodePool`` of the Ray worker so a decoder crash or hang fails only its row); the
 engine is an actor pool of ``replicas`` (``map_batches`` with a class: each actor holds one
 ``vllm.LLM`` of the plugin, or the transformers model, and answers a batch with one ``generate``
 call). Ray Data streams: blocks of decoded rows flow to the replicas while later rows decode, and
@@ -35,9 +36,30 @@ from .records import Summary, answer_record, error_record
 FORWARDED_ENV = ("PYTHONPATH", "VLLM_CPU_KVCACHE_SPACE", "LLAVA_NEXT_VIDEO_VLLM_MEMORY", "HF_HUB_OFFLINE")
 
 
-def _decode(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
+#: this Ray worker process's decoding pool (one isolated worker; Ray reuses worker processes)
+_POOL: Any = None
+
+
+def _prepare_isolated(
+    video: str, prompt: str, settings: Settings, deadline_s: float | None
+) -> dict[str, Any]:
+    """:func:`prepare` in a ``DecodePool`` worker: a decoder crash or hang fails this row, not the Ray task."""
+    global _POOL
+    from ..video_io.isolated import DecodePool
+    from .prepare import error_of
+
+    if _POOL is None:
+        _POOL = DecodePool(1, deadline_s)
+    start = time.perf_counter()
+    try:
+        return _POOL.submit(prepare, video, prompt, settings).result()
+    except Exception as exc:  # the worker died or ran past the deadline (it is replaced)
+        return {"error": error_of(exc), "decode_s": time.perf_counter() - start}
+
+
+def _decode(row: dict[str, Any], settings: Settings, deadline_s: float | None) -> dict[str, Any]:
     """Ray Data ``map``: one row decoded and prepared (its arrays pickled into one bytes column)."""
-    item = prepare(row["video"], row["prompt"], settings)
+    item = _prepare_isolated(row["video"], row["prompt"], settings, deadline_s)
     item["ready_at"] = time.time()  # wall clock: the replica may be on another node
     return {"n": row["n"], "payload": pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)}
 
@@ -111,6 +133,7 @@ def run_on_ray(
     rope_factor: float | str | None = None,
     decode_cpus: float = 1.0,
     engine_cpus: float = 1.0,
+    decode_deadline_s: float | None = 180.0,
 ) -> None:
     """Answer ``rows`` on the Ray cluster at ``address`` (default ``RAY_ADDRESS``, else ``"auto"``).
 
@@ -148,7 +171,9 @@ def run_on_ray(
         [{"n": n, "video": r.video, "prompt": r.prompt} for n, r in by_n.items()],
         override_num_blocks=max(1, min(len(rows), 4 * replicas)),
     )
-    ds = ds.map(_decode, fn_kwargs={"settings": settings}, num_cpus=decode_cpus)
+    ds = ds.map(
+        _decode, fn_kwargs={"settings": settings, "deadline_s": decode_deadline_s}, num_cpus=decode_cpus
+    )
     ds = ds.map_batches(
         EngineReplica,
         fn_constructor_kwargs=dict(
