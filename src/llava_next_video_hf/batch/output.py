@@ -18,6 +18,9 @@ from typing import Any
 
 from ..errors import LlavaNextVideoError
 
+#: the system call records go through (one per record); tests inject file-system failures here
+_write = os.write
+
 
 class BatchOutputError(LlavaNextVideoError):
     """The output file cannot be read, locked or written: the job cannot go on."""
@@ -134,7 +137,7 @@ class OutputFile:
         """
         data = (json.dumps(record, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode()
         try:
-            done = os.write(self.fd, data)
+            done = _write(self.fd, data)
             if done != len(data):  # a short write: take it back so no partial line is left behind
                 os.ftruncate(self.fd, os.lseek(self.fd, 0, os.SEEK_END) - done)
                 raise OSError(
