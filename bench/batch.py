@@ -56,7 +56,9 @@ def make_clips(n: int, min_s: float, max_s: float) -> list[Path]:
 def timed(fn) -> tuple[float, Any]:
     start = time.perf_counter()
     out = fn()
-    return time.perf_counter() - start, out
+    elapsed = time.perf_counter() - start
+    print(f"  ... {elapsed:.2f} s", flush=True)
+    return elapsed, out
 
 
 def loop_transformers(model: str, clips: list[Path], frames: int, new_tokens: int) -> list[str]:
@@ -106,7 +108,7 @@ def main() -> int:
     from llava_next_video_hf import batch, cli
     from llava_next_video_hf.batch.engines import Sampling, VllmEngine
     from llava_next_video_hf.batch.pipeline import decode_pool, default_workers
-    from llava_next_video_hf.batch.prepare import Settings, prepare, processor_for
+    from llava_next_video_hf.batch.prepare import Settings, prepare, processor_for, warm_up
 
     model = str(args.model or cli.default_checkpoint())
     clips = make_clips(args.clips, args.min_s, args.max_s)
@@ -124,13 +126,11 @@ def main() -> int:
     settings = Settings(model, "vllm", num_frames=args.frames)
     processor_for(model)
     pool = decode_pool(workers)
-    list(
-        pool.map(prepare, [str(c) for c in clips[:workers]], [PROMPT] * workers, [settings] * workers)
-    )  # warm
+    [f.result() for f in [pool.submit(warm_up, settings) for _ in range(workers)]]  # imports, not timed
     t, prepared = timed(
-        lambda: list(pool.map(prepare, [str(c) for c in clips], [PROMPT] * n, [settings] * n))
+        lambda: [f.result() for f in [pool.submit(prepare, str(c), PROMPT, settings) for c in clips]]
     )
-    pool.shutdown()
+    pool.close()
     results["bound_decode"] = t
 
     sampling = Sampling(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
@@ -240,9 +240,16 @@ def run_ray(model: str, clips: list[Path], args: argparse.Namespace) -> float:
     finally:
         import signal
 
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+        for proc in reversed(procs):  # the worker node, then the head: their whole process groups
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=20)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
 
 
 if __name__ == "__main__":
