@@ -71,10 +71,12 @@ def run_rows(
     queue_size: int,
     progress: bool = True,
     decode_deadline_s: float | None = DECODE_DEADLINE_S,
+    pool: Any = None,
 ) -> None:
     """Answer ``rows`` with ``engine``, writing one record per row to ``out`` as each finishes.
 
     ``engine`` may be a function that makes it: the first videos are then decoded while it starts.
+    ``pool``: a started decoding pool to use (kept open), else one is made for these rows.
     """
     from tqdm.auto import tqdm
 
@@ -83,7 +85,9 @@ def run_rows(
     ready: deque[tuple[int, Row, dict[str, Any], float]] = deque()
     in_engine: dict[str, tuple[Row, dict[str, Any], dict[str, float], float]] = {}
     window = workers + queue_size
-    pool = decode_pool(workers, decode_deadline_s)
+    own_pool = pool is None
+    if pool is None:
+        pool = decode_pool(workers, decode_deadline_s)
     for _ in range(workers):  # each worker loads the processor (imports transformers) before any row
         pool.submit(warm_up, settings)
     while todo and len(inflight) < window:  # decoding starts before the engine does
@@ -93,7 +97,8 @@ def run_rows(
         if callable(engine) and not hasattr(engine, "step"):
             engine = engine()
     except BaseException:
-        _close_pool(pool, wait=False)
+        if own_pool:
+            _close_pool(pool, wait=False)
         raise
     bar = tqdm(
         total=len(rows),
@@ -165,7 +170,11 @@ def run_rows(
         raise
     finally:
         bar.close()
-        _close_pool(pool, wait=finished)  # stopping: do not wait for decodes nobody will use
+        if own_pool:
+            _close_pool(pool, wait=finished)  # stopping: do not wait for decodes nobody will use
+        elif not finished:
+            for fut in inflight:
+                fut.cancel()
 
 
 def run(
@@ -187,6 +196,7 @@ def run(
     workers: int | None = None,
     queue_size: int | None = None,
     decode_deadline_s: float | None = DECODE_DEADLINE_S,
+    decode_workers_pool: Any = None,
     batch_size: int | None = None,
     tensor_parallel_size: int = 1,
     shard: tuple[int, int] | str | None = None,
@@ -213,7 +223,9 @@ def run(
             ``min_new_tokens`` holds EOS back (benchmarks).
         workers: decoding processes (default: one per core); ``queue_size``: decoded videos that may
             wait for the engine (default ``2 * workers``); ``decode_deadline_s``: wall time one row's
-            decoding may take before its worker is killed and the row fails; ``batch_size``: rows per ``generate``
+            decoding may take before its worker is killed and the row fails;
+            ``decode_workers_pool``: a started :func:`decode_pool` to reuse across jobs (kept open);
+            ``batch_size``: rows per ``generate``
             (hf, default 4) or rows kept inside vLLM (default 16).
         shard: ``(K, N)`` or ``"K/N"``: only every N-th row from the K-th.
         retry_failed: run rows whose record in ``output`` is an error again (their old line is removed).
@@ -297,7 +309,7 @@ def run(
             run_rows(
                 todo, settings, make_engine if isinstance(engine, str) else engine, out, summary,
                 workers=workers, queue_size=2 * workers if queue_size is None else queue_size, progress=progress,
-                decode_deadline_s=decode_deadline_s,
+                decode_deadline_s=decode_deadline_s, pool=decode_workers_pool,
             )  # fmt: skip
         finally:
             for eng in made:  # the caller's own engine stays open
