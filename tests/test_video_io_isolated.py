@@ -53,7 +53,7 @@ class _FailsToUnpickle:
 
 @pytest.fixture(scope="module")
 def pool():
-    with DecodePool(workers=2, deadline_s=3) as p:
+    with DecodePool(workers=2, deadline_s=5) as p:
         yield p
 
 
@@ -128,7 +128,7 @@ def test_worker_killed_from_outside_mid_job(pool, clip):
 def test_deadline_kills_a_stuck_job(pool, clip):
     hung = pool.hung
     t0 = time.monotonic()
-    with pytest.raises(VideoLoadError, match="longer than the deadline of 3 s"):
+    with pytest.raises(VideoLoadError, match="longer than the deadline of 5 s"):
         pool.submit(_sleep, 60).result()
     assert time.monotonic() - t0 < 10
     assert pool.hung == hung + 1
@@ -169,6 +169,14 @@ def test_arguments_and_close():
         pending.result(timeout=15)
     with pytest.raises(RuntimeError, match="closed"):
         p.submit(_pid)
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch):
+    from llava_next_video_hf.video_io import isolated
+
+    monkeypatch.setattr(isolated, "_WORKER_CODE", "import sys; sys.exit(3)")
+    with pytest.raises(RuntimeError, match=r"could not start its workers: .*did not start \(exit code 3\)"):
+        DecodePool(workers=1)
 
 
 def test_a_real_decoder_hang_costs_one_job(clip):

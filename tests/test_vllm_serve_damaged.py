@@ -156,7 +156,9 @@ def test_a_decoder_killed_mid_request_costs_that_request_only(server, files):
     resp = result["resp"]
     assert killed > 0
     assert resp.status_code == 400, resp.text[:500]
-    assert "the decoder crashed (killed by SIGKILL)" in resp.json()["error"]["message"]
+    # "the decoder crashed (killed by SIGKILL)", or "a decoding worker did not start (killed by
+    # SIGKILL)" when the kill lands while a replacement starts
+    assert "(killed by SIGKILL)" in resp.json()["error"]["message"], resp.text[:500]
     assert requests.get(f"{server}/health", timeout=10).status_code == 200
     assert _answer(chat(server, files, files["clip"])) == expected
     assert _answer(chat(server, files, slow))[0]  # the slow clip itself decodes once left alone

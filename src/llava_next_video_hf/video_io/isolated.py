@@ -170,6 +170,7 @@ def _worker_main(fd: int, parent_pid: int) -> None:
     conn = multiprocessing.connection.Connection(fd)
     sock = socket.socket(fileno=os.dup(fd)) if _HAS_MEMFD else None
     try:
+        conn.send_bytes(_READY)  # started and imported: job deadlines count from here
         while True:
             try:
                 raw = conn.recv_bytes()
@@ -229,6 +230,9 @@ class _Job:
 
 
 _WORKER_CODE = "from llava_next_video_hf.video_io.isolated import _worker_entry; _worker_entry()"
+_READY = b"ready"
+#: Seconds a new worker may take to start (a fresh interpreter importing ``video_io``).
+_START_TIMEOUT_S = 120.0
 
 
 class _Worker:
@@ -271,6 +275,20 @@ class _Worker:
         self.conn = multiprocessing.connection.Connection(os.dup(ours.fileno()))
         self.sock = ours
         self.pool._started += 1
+        # Wait for the worker to be up, so that a job's deadline does not include the start.
+        ready = multiprocessing.connection.wait([self.conn], timeout=_START_TIMEOUT_S)
+        try:
+            greeting = self.conn.recv_bytes() if ready else None
+        except (EOFError, OSError):
+            greeting = None
+        if greeting != _READY:
+            try:
+                code = process.wait(1) if ready else None
+            except subprocess.TimeoutExpired:
+                code = None
+            self.stop_process()
+            why = _describe_exit(code) if ready else f"no answer in {_START_TIMEOUT_S:g} s"
+            raise DecoderCrashError(f"a decoding worker did not start ({why}); its error output says why")
 
     def stop_process(self) -> None:
         process, conn, sock = self.process, self.conn, self.sock
