@@ -41,7 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "what loading a video does: frames, timestamps, tokens, context fit, contact sheet",
     ),
     "app": ("app", "the web app: chat about a video in the browser (extra [app], Gradio)"),
-    "batch": ("batch", "answer a prompt about every video of a folder/manifest: pipelined, resumable, Ray"),
+    "batch": (
+        "batch",
+        "answer a prompt about every video of a folder/manifest: pipelined, resumable, on Ray (--ray)",
+    ),
 }
 
 
