@@ -35,7 +35,16 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "tokenization",
         "processing",
     ),
-    4: ("modeling_patches", "vllm_plugin", "train", "evaluation", "serve", "testing", "_registration"),
+    4: (
+        "modeling_patches",
+        "vllm_plugin",
+        "train",
+        "evaluation",
+        "serve",
+        "testing",
+        "_registration",
+        "hf_engine",
+    ),
     5: ("convert", "hub_cards", "batch"),
     6: ("cli", "inspection", "app", ""),  # "" is the package itself: a lazy facade over everything
 }

@@ -16,9 +16,9 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from .errors import ContextLengthError, LlavaNextVideoError
+from .hf_engine import load_hf_engine
 
 #: The command table: name -> (module whose ``add_cli(subparsers)`` adds it, one-line help for the
 #: top-level listing). The module is imported only when its command runs (or ``COMMAND --help``).
@@ -196,36 +196,6 @@ def generate(
     with torch.inference_mode():
         out = net.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, streamer=streamer)
     return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-
-def load_hf_engine(
-    model: str | os.PathLike,
-    *,
-    dtype: str = "float32",
-    rope_factor: float | str | None = None,
-    max_frames: int | None = None,
-) -> tuple[Any, Any]:
-    """(processor, model in eval mode) of a checkpoint for the transformers engine.
-
-    ``rope_factor``: load with this linear RoPE factor (``"auto"``: the paper's rule for
-    ``max_frames``); the processor's context check then follows the new context.
-    """
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    load_kwargs: dict = {"dtype": getattr(torch, dtype)}
-    if rope_factor is not None:
-        load_kwargs["rope_scaling_factor"] = rope_factor
-        if max_frames:
-            load_kwargs["max_frames"] = max_frames
-    try:
-        processor = AutoProcessor.from_pretrained(model)
-        net = AutoModelForImageTextToText.from_pretrained(model, **load_kwargs).eval()
-    except OSError as err:
-        raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {_first_line(err)}") from err
-    if rope_factor is not None and getattr(net.config, "context_length", None):
-        processor.context_length = int(net.config.context_length)  # trained context x the new factor
-    return processor, net
 
 
 def _first_line(err: BaseException) -> str:

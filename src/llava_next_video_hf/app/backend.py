@@ -1,6 +1,6 @@
 """The web app's engines and its video cache (no Gradio here; ``app.ui`` draws the page).
 
-* :class:`HfBackend`: a checkpoint through transformers, loaded once with ``cli.load_hf_engine``
+* :class:`HfBackend`: a checkpoint through transformers, loaded once with ``hf_engine.load_hf_engine``
   (the ``generate`` command's setup). A video is decoded by ``video_io.load_video``, turned into
   pixels by the checkpoint's processor and encoded by the model's ``get_video_features`` (vision
   tower, pooling, projector, newlines: the features scattered at the ``<video>`` tokens). The
@@ -266,7 +266,8 @@ class HfBackend(Backend):
     def __init__(
         self, checkpoint: str | os.PathLike, *, dtype: str = "float32", cache: VideoCache | None = None
     ):
-        from ..cli import _check_checkpoint, load_hf_engine
+        from ..cli import _check_checkpoint
+        from ..hf_engine import load_hf_engine
         from ..inspection import load_checkpoint_config
 
         _check_checkpoint(checkpoint)

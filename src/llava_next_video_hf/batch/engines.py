@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import LlavaNextVideoError
-
 
 @dataclass(frozen=True)
 class Sampling:
@@ -154,22 +152,12 @@ class HFEngine:
         max_frames: int | None = None,
         batch_size: int = 4,
     ) -> None:
-        import torch
-        from transformers import AutoModelForImageTextToText
+        from ..hf_engine import load_hf_engine
 
-        from ..processing import LlavaNextVideoAnyResProcessor, register_auto_classes
-
-        register_auto_classes()
-        load_kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
-        if rope_factor is not None:  # as `generate --rope-factor` loads it
-            load_kwargs["rope_scaling_factor"] = rope_factor
-            if max_frames:
-                load_kwargs["max_frames"] = max_frames
-        try:
-            self.processor = LlavaNextVideoAnyResProcessor.from_pretrained(model)
-            self.net = AutoModelForImageTextToText.from_pretrained(model, **load_kwargs).eval()
-        except OSError as err:
-            raise LlavaNextVideoError(f"cannot load the checkpoint {model}: {err}") from err
+        # as `generate --rope-factor` loads it
+        self.processor, self.net = load_hf_engine(
+            model, dtype=dtype, rope_factor=rope_factor, max_frames=max_frames
+        )
         self.context_length = getattr(self.net.config, "context_length", None)
         self.capacity = batch_size
         self.sampling = sampling
