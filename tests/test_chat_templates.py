@@ -34,11 +34,36 @@ def _file_text(name: str) -> str:
     return files(chat_templates.__name__).joinpath(f"{name}.jinja").read_text(encoding="utf-8")
 
 
+# The first conversation above with a generation prompt, written out from the original
+# conversation formats (conversation.py: conv_vicuna_v1 TWO, conv_mistral_instruct LLAMA_2 with sep "",
+# conv_chatml_direct MPT, conv_qwen CHATML), never rendered by the code under test.
+_VICUNA = (
+    "<s>A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the user's questions. USER: <video>\nWhat happens? "
+    "ASSISTANT: A dog runs.</s>USER: And here? ASSISTANT:"
+)
+_MISTRAL = "<s>[INST] <video>\nWhat happens? [/INST] A dog runs. </s>[INST] And here? [/INST]"
+_CHATML = (
+    "<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<video>\nWhat happens?<|im_end|>"
+    "<|im_start|>assistant\nA dog runs.<|im_end|><|im_start|>user\nAnd here?<|im_end|><|im_start|>assistant\n"
+)
+_QWEN = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<video>\nWhat happens?"
+    "<|im_end|>\n<|im_start|>assistant\nA dog runs.<|im_end|>\n<|im_start|>user\nAnd here?<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+_ORIGINAL = {"vicuna_v1": _VICUNA, "mistral_instruct": _MISTRAL, "chatml_direct": _CHATML, "qwen_1_5": _QWEN}
+
+
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
-def test_template_is_the_file_without_its_layout(name):
-    template = TEMPLATES[name]
-    assert "\n" not in template and template == template.strip()
-    assert template == "".join(line.strip() for line in _file_text(name).splitlines())
+def test_template_renders_the_original_conversation(tokenizer, name):
+    """Each loaded template (and the name it is served under) renders the original format: a template
+    loaded from the wrong file, or one whose loading changed its text, renders something else."""
+    assert sorted(_ORIGINAL) == sorted(TEMPLATES)
+    rendered = tokenizer.apply_chat_template(
+        _CONVERSATIONS[0], chat_template=TEMPLATES[name], tokenize=False, add_generation_prompt=True
+    )
+    assert rendered == _ORIGINAL[name]
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

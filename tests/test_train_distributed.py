@@ -27,14 +27,19 @@ SAVED = "saved the fine-tuned checkpoint to"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A tiny checkpoint and 8 SFT lines over small synthetic clips (two of each question kind)."""
+    """A tiny checkpoint and 8 SFT lines over small synthetic clips (two of each question kind).
+
+    The answers supervise clearly different numbers of tokens (about 2 + 5 i for line i), so that a
+    loss averaged over each rank's tokens and then over the ranks differs from the loss averaged over
+    all the step's tokens, which is what one process computes."""
     root = tmp_path_factory.mktemp("ddp")
     ckpt = testing.make_tiny_checkpoint(root / "base", **OVERRIDES)
     lines = []
     for i in range(8):
         ex = tasks.sample_example(np.random.default_rng(i), tasks.KINDS[i % len(tasks.KINDS)])
         clip = tasks.write_mp4(ex.frames(tasks.file_frames(1), size=64), root / f"{i}.mp4")
-        messages = [{"role": "user", "content": ex.question}, {"role": "assistant", "content": ex.answer}]
+        answer = " ".join([ex.answer] + [f"The square is {ex.answer}."] * i)
+        messages = [{"role": "user", "content": ex.question}, {"role": "assistant", "content": answer}]
         lines.append({"video": str(clip), "messages": messages})
     (root / "sft.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return root, ckpt
@@ -96,8 +101,10 @@ def test_torchrun_ddp_matches_one_process_at_the_same_global_batch(run_dir):
     assert not torch.equal(tuned["lm_head.weight"], base["lm_head.weight"])
 
 
-def test_accelerate_launch_lora_writes_adapter_and_merged_model_once(run_dir):
-    from peft import PeftModel
+def test_accelerate_launch_lora_matches_one_process_at_the_same_global_batch(run_dir):
+    """2-process LoRA (accelerate launch, 1 example per rank) trains what one process does with 2 per
+    step: same losses and gradient norms, same adapter, same merged model (LoRA dropout off: each
+    rank draws its own dropout masks). The merge is checked by hand: W + B A alpha / r."""
     from transformers import AutoModelForImageTextToText
 
     from llava_next_video_hf.processing import register_auto_classes
@@ -106,21 +113,38 @@ def test_accelerate_launch_lora_writes_adapter_and_merged_model_once(run_dir):
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(free_port())]  # fmt: skip
-    log = train(launcher, root, ckpt, "lora", "--batch-size", "1")
+    log = train(launcher, root, ckpt, "lora", "--batch-size", "1", "--lora-dropout", "0")
+    train([sys.executable], root, ckpt, "lora-single", "--batch-size", "2", "--lora-dropout", "0")
     assert log.count(SAVED) == 1
-    out = root / "lora"
-    assert [h["epoch"] for h in log_history(out)] == [0.25, 0.5]  # 2 ranks x 1 example per step
-    assert (out / "adapter" / "adapter_config.json").is_file()
+    out, alone = root / "lora", root / "lora-single"
+    ddp, single = log_history(out), log_history(alone)
+    assert [h["epoch"] for h in ddp] == [h["epoch"] for h in single] == [0.25, 0.5]  # 2 ranks x 1
+    assert [h["num_tokens"] for h in ddp] == [h["num_tokens"] for h in single]
+    for d, s in zip(ddp, single, strict=True):
+        assert d["loss"] == pytest.approx(s["loss"], rel=1e-5)
+        assert d["grad_norm"] == pytest.approx(s["grad_norm"], rel=1e-4)
 
-    register_auto_classes()
-    merged = AutoModelForImageTextToText.from_pretrained(out).state_dict()
-    base_model = AutoModelForImageTextToText.from_pretrained(ckpt)
-    base = {k: v.clone() for k, v in base_model.state_dict().items()}
-    expected = PeftModel.from_pretrained(base_model, out / "adapter").merge_and_unload().state_dict()
-    lm = "model.language_model.layers.0.self_attn.q_proj.weight"
-    assert not torch.equal(merged[lm], base[lm])  # the adapter is merged ...
-    assert all(torch.equal(merged[k], expected[k]) for k in expected)  # ... exactly the saved one
+    adapter, adapter_alone = (
+        load_file(out / "adapter" / "adapter_model.safetensors"),
+        load_file(alone / "adapter" / "adapter_model.safetensors"),
+    )
+    assert adapter.keys() == adapter_alone.keys() and len(adapter) > 0
+    assert max((adapter[k] - adapter_alone[k]).abs().max().item() for k in adapter) < 1e-6
+    merged, merged_alone = load_file(out / "model.safetensors"), load_file(alone / "model.safetensors")
+    assert max((merged[k] - merged_alone[k]).abs().max().item() for k in merged) < 1e-6
+
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    scale = config["lora_alpha"] / config["r"]
+    base = load_file(ckpt / "model.safetensors")
+    lm = "model.language_model.layers.0.self_attn.q_proj"
+    (a_key,) = [k for k in adapter if k.endswith("layers.0.self_attn.q_proj.lora_A.weight")]
+    b_key = a_key.replace("lora_A", "lora_B")
+    by_hand = base[f"{lm}.weight"] + scale * adapter[b_key] @ adapter[a_key]
+    assert not torch.equal(merged[f"{lm}.weight"], base[f"{lm}.weight"])  # the adapter is merged ...
+    torch.testing.assert_close(merged[f"{lm}.weight"], by_hand, rtol=0, atol=1e-6)  # ... as W + BA a/r
     assert all(torch.equal(v, base[k]) for k, v in merged.items() if "vision_tower" in k)
+    register_auto_classes()
+    assert AutoModelForImageTextToText.from_pretrained(out) is not None  # a checkpoint that loads
 
 
 @pytest.mark.skipif(torch.accelerator.is_available(), reason="the refusal is for CPU-only machines")

@@ -203,6 +203,64 @@ def test_other_containers(tmp_path: Path, name: str, codec: str, bframes: int) -
         frames, meta = load_video(path, **kwargs)
         assert meta.frames_indices == expected == _indices_in_pixels(frames)
         assert meta.total_num_frames == 120
+        # the seek path ran on the demuxed presentation order: an index that kept decode order (or any
+        # other index fault) would be hidden by the sequential fallback, which gives the same frames
+        assert (meta.decode_mode, meta.fallback_reason, meta.index) == ("seek", None, "packets")
+        assert meta.seeks >= 2
+
+
+# Open GOPs: frames shown before a keyframe ("leading" frames) are decoded after it. x264's
+# ``open-gop`` and x265's CRA pictures (RASL leading frames) reference the previous GOP: after a
+# seek FFmpeg drops them. x265's ``radl`` writes decodable leading frames (RADL): after a seek to
+# their keyframe the decoder puts them out first, before the keyframe itself.
+_X265 = "keyint=30:min-keyint=30:scenecut=0:bframes=3:b-adapt=0:log-level=error"
+_OPEN_GOP = {
+    "x264-open-gop": ("h264", {"x264-params": "open-gop=1:b-adapt=0"}),
+    "x265-cra": ("libx265", {"x265-params": _X265 + ":open-gop=1"}),
+    "x265-radl": ("libx265", {"x265-params": _X265 + ":open-gop=0:radl=2"}),
+}
+
+
+def _leading_frames(path: Path) -> int:
+    """Packets that follow a keyframe (after the first) in decode order but are shown before it."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+    keys = [i for i, (_, key) in enumerate(packets) if key][1:]
+    return sum(packets[j][0] < packets[i][0] for i in keys for j in range(i + 1, min(i + 8, len(packets))))
+
+
+def _first_frames_after_seek(path: Path) -> list[tuple[int, bool]]:
+    """(index in the pixels, key frame) of what the decoder puts out first after seeking to frame 60."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        container.seek(round(2 / stream.time_base), stream=stream)  # frame 60 is shown at 2 s
+        out = []
+        for frame in container.decode(stream):
+            out.append((read_frame_index(frame.to_ndarray(format="rgb24")), bool(frame.key_frame)))
+            if len(out) == 3:
+                return out
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+@pytest.mark.parametrize("kind", sorted(_OPEN_GOP))
+def test_open_gop_leading_frames(tmp_path: Path, kind: str, suffix: str) -> None:
+    codec, options = _OPEN_GOP[kind]
+    path = make_video(
+        tmp_path / f"{kind}{suffix}", num_frames=120, width=64, height=64, gop=GOP, codec=codec, bframes=3,
+        encoder_options=options,
+    )  # fmt: skip
+    assert _leading_frames(path) >= 2  # the clip does have open-GOP leading frames
+    if kind == "x265-radl":  # the leading frames come out of the decoder before their keyframe
+        assert _first_frames_after_seek(path) == [(58, False), (59, False), (60, True)]
+    for n in (8, 15):  # 15 samples include 59, the last leading frame before keyframe 60
+        _, meta = _check_exact(path, 120, n=n)
+        assert (meta.decode_mode, meta.fallback_reason, meta.index) == ("seek", None, "packets")
+        assert meta.seeks >= 1
+    frames, meta = load_video(path, fps=1)  # every sample is a keyframe that has leading frames
+    assert meta.frames_indices == [0, 30, 60, 90] == _indices_in_pixels(frames)
+    assert (meta.decode_mode, meta.fallback_reason, meta.seeks) == ("seek", None, 3)
 
 
 # ----------------------------------------------------------------------------- real-world files

@@ -40,7 +40,7 @@ from .image_processing import (
     flatten_images,
 )
 from .rope import context_overflow_message
-from .tokenization import TOKENIZATION_MODES, tokenize_batch_like_original
+from .tokenization import TOKENIZATION_MODES, save_sentencepiece_model, tokenize_batch_like_original
 from .video_inputs import flatten_videos
 from .video_processing import LlavaNextVideoAnyResVideoProcessor, LlavaNextVideoAnyResVideoProcessorKwargs
 from .visual_tokens import NEWLINE_POSITIONS, POOL_MODES, num_image_tokens, num_video_tokens
@@ -227,6 +227,14 @@ class LlavaNextVideoAnyResProcessor(ProcessorMixin):
         }
         settings.update(kwargs)
         return cls(image_processor, video_processor, tokenizer, **settings)
+
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
+        """``ProcessorMixin.save_pretrained``, plus the tokenizer's SentencePiece model (``tokenizer.model``)
+        when it has one: the original tokenization rule encodes text with it."""
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if not kwargs.get("push_to_hub"):
+            save_sentencepiece_model(self.tokenizer, save_directory)
+        return out
 
     # ---------------------------------------------------------------- token math (via visual_tokens.py)
     def video_token_kwargs(self) -> dict[str, Any]:

@@ -152,6 +152,7 @@ def _encode(
     time_base: Fraction | None = None,
     first_index: int = 0,
     rotation: int = 0,
+    encoder_options: dict[str, str] | None = None,
 ) -> None:
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -203,14 +204,16 @@ def _encode(
         if rotation:
             # Display matrix side data (mp4/mov write it to the track header, as phones do).
             stream.set_display_rotation(rotation)
+        extra = dict(encoder_options or {})
         if encoder == "libx264":
-            stream.options = {
-                "preset": "ultrafast",
-                "crf": str(crf),
-                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}",
-            }
+            params = f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"
+            if "x264-params" in extra:
+                params += ":" + extra.pop("x264-params")
+            stream.options = {"preset": "ultrafast", "crf": str(crf), "x264-params": params, **extra}
         else:
             stream.codec_context.max_b_frames = bframes
+            if extra:
+                stream.options = extra
         if pts is not None:
             stream.time_base = time_base
 
@@ -251,6 +254,7 @@ def make_video(
     time_base: Fraction | None = None,
     first_index: int = 0,
     rotation: int = 0,
+    encoder_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a synthetic clip (H.264 ``yuv420p`` by default) whose frames carry their index.
 
@@ -277,6 +281,8 @@ def make_video(
             ``first_index + i``), to build parts that are concatenated later.
         rotation: display rotation in degrees, stored as display-matrix side data (mp4/mov
             write it to the track header), counterclockwise as FFmpeg defines it.
+        encoder_options: more encoder options (e.g. ``{"x264-params": "open-gop=1"}``, appended to
+            libx264's own ``x264-params``; ``{"x265-params": ...}`` for ``codec="libx265"``).
 
     Returns:
         The path written.
@@ -299,6 +305,7 @@ def make_video(
         time_base=time_base,
         first_index=first_index,
         rotation=rotation,
+        encoder_options=encoder_options,
     )
     return path
 

@@ -107,6 +107,7 @@ def run_training(
     grad_accum: int = 1,
     lora: bool = True,
     lora_r: int = 16,
+    lora_dropout: float = 0.05,
     frames: int | None = None,
     resume: bool = False,
     max_steps: int = -1,
@@ -173,7 +174,7 @@ def run_training(
         settings.update(fsdp=fsdp, fsdp_config=str(fsdp_config) if fsdp_config else None)
     if deepspeed:
         settings["deepspeed"] = str(deepspeed)
-    peft_config = lora_config(r=lora_r, alpha=2 * lora_r) if lora else None
+    peft_config = lora_config(r=lora_r, alpha=2 * lora_r, dropout=lora_dropout) if lora else None
     common = dict(peft_config=peft_config, num_frames=frames, freeze_vision=not train_vision_tower)
     if kind == "sft":
         trainer = sft_trainer(model, processor, records, sft_config(out, **settings), **common)
@@ -217,6 +218,7 @@ def _run(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum,
         lora=args.lora,
         lora_r=args.lora_r,
+        lora_dropout=args.lora_dropout,
         frames=args.frames,
         resume=args.resume,
         max_steps=args.max_steps,
@@ -260,6 +262,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
             "--lora", action=argparse.BooleanOptionalAction, default=True, help="train LoRA adapters"
         )
         p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2 r)")
+        p.add_argument("--lora-dropout", type=float, default=0.05, help="dropout on the LoRA adapters' input")
         p.add_argument("--frames", type=int, help="frames sampled per video file (default: the checkpoint's)")
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
         p.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer steps")

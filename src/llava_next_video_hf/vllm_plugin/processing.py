@@ -69,13 +69,15 @@ def use_original_tokenization(tokenizer: Any, placeholders: Sequence[str]) -> No
     to our multimodal processor, before the processor sees any token. So the processor gives that
     object (once; idempotent) a subclass whose ``__call__``/``encode`` tokenize a text containing
     ``placeholders`` by [`tokenize_like_original`] — the rule our transformers processor applies by
-    default — and leave every other text (and batches) to the tokenizer. vLLM's own tokenizer proxy
+    default — and leave every other text (and batches) to the tokenizer, except when the checkpoint
+    ships a SentencePiece model (``tokenizer.model``): then every single text is encoded by it, as the
+    original's slow tokenizer and our transformers processor do (runs of whitespace differ otherwise). vLLM's own tokenizer proxy
     is built the same way (``vllm.tokenizers.hf.get_cached_tokenizer``). Chat requests (a template
     that renders a literal BOS) and raw prompts both get the BOS once, from the tokenizer.
     """
     from transformers import BatchEncoding
 
-    from ..tokenization import tokenize_like_original
+    from ..tokenization import sentencepiece_text, tokenize_like_original
 
     base = type(tokenizer)
     if getattr(base, "_llava_original_tokenization", False):
@@ -83,7 +85,9 @@ def use_original_tokenization(tokenizer: Any, placeholders: Sequence[str]) -> No
     marks = tuple(placeholders)
 
     def original(tok: Any, text: Any, kwargs: Mapping[str, Any]) -> dict[str, list] | None:
-        if not isinstance(text, str) or not any(m in text for m in marks) or kwargs.get("text_pair"):
+        if not isinstance(text, str) or kwargs.get("text_pair"):
+            return None
+        if not any(m in text for m in marks) and sentencepiece_text(tok) is None:
             return None
         out = tokenize_like_original(
             tok,
