@@ -23,6 +23,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "output_dir",
         "install_check",
         "chat_templates",
+        "arg_types",
     ),
     1: ("configuration",),
     2: ("compat",),

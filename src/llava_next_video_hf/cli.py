@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .arg_types import positive_float, positive_int
 from .errors import ContextLengthError, LlavaNextVideoError
 from .hf_engine import load_hf_engine
 
@@ -48,26 +48,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("generate", help=COMMANDS["generate"][1])
     p.add_argument("model", help="checkpoint folder (or Hub id when online)")
@@ -76,14 +56,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", required=True, help="the question")
     group = p.add_mutually_exclusive_group()
     group.add_argument(
-        "--frames", type=_positive_int, help="sample N frames uniformly (default: the checkpoint's)"
+        "--frames", type=positive_int, help="sample N frames uniformly (default: the checkpoint's)"
     )
     group.add_argument(
-        "--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)"
+        "--fps", type=positive_float, help="sample F frames per second (bounded by --max-frames)"
     )
     p.add_argument(
         "--max-frames",
-        type=_positive_int,
+        type=positive_int,
         help="upper bound on sampled frames; with --rope-factor auto, the frame budget the factor is chosen for",
     )
     p.add_argument(
@@ -92,16 +72,16 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "--max-frames/--frames), so more frames fit the context (hf engine; default: the checkpoint's)",
     )
     p.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="transformers or vLLM")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="answer length budget (tokens)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="answer length budget (tokens)")
     p.add_argument(
         "--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights' dtype"
     )
     p.add_argument(
-        "--tensor-parallel-size", "-tp", type=_positive_int, default=1,
+        "--tensor-parallel-size", "-tp", type=positive_int, default=1,
         help="vLLM workers that split every layer (vllm engine)",
     )  # fmt: skip
     p.add_argument(
-        "--pipeline-parallel-size", "-pp", type=_positive_int, default=1,
+        "--pipeline-parallel-size", "-pp", type=positive_int, default=1,
         help="vLLM workers that split the stack of layers (vllm engine)",
     )  # fmt: skip
     p.set_defaults(func=_run_generate)

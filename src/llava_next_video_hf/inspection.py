@@ -305,16 +305,17 @@ def contact_sheet(
 # ------------------------------------------------------------------------------- command line
 def add_cli(sub: argparse._SubParsersAction) -> None:
     """Add ``inspect`` to the ``llava-next-video`` parser."""
-    from .cli import COMMANDS, _positive_float, _positive_int
+    from .arg_types import positive_float, positive_int
+    from .cli import COMMANDS
 
     p = sub.add_parser("inspect", help=COMMANDS["inspect"][1])
     p.add_argument("video", help="video path or URL")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--frames", type=_positive_int, help="sample N frames uniformly")
+    group.add_argument("--frames", type=positive_int, help="sample N frames uniformly")
     group.add_argument(
-        "--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)"
+        "--fps", type=positive_float, help="sample F frames per second (bounded by --max-frames)"
     )
-    p.add_argument("--max-frames", type=_positive_int, help="upper bound on sampled frames")
+    p.add_argument("--max-frames", type=positive_int, help="upper bound on sampled frames")
     p.add_argument(
         "--checkpoint", help="count the tokens for this checkpoint (its num_frames when no --frames/--fps)"
     )

@@ -12,40 +12,13 @@ Nothing heavy is imported until a job runs.
 from __future__ import annotations
 
 import argparse
-import math
 
+from ..arg_types import non_negative_float, positive_float, positive_int
 from .inputs import BatchInputError, Row, read_rows
 from .output import BatchOutputError
 from .pipeline import BatchEngineError, Summary, run
 
 HELP = "answer a prompt about every video of a folder/manifest: pipelined, resumable, on Ray (--ray)"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0, got 0")
-    return value
 
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
@@ -61,20 +34,20 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="prompt for rows without their own 'prompt'")
     p.add_argument("--engine", choices=("vllm", "hf"), default="vllm", help="vLLM (offline) or transformers")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--frames", type=_positive_int, help="sample N frames (default: the checkpoint's)")
+    group.add_argument("--frames", type=positive_int, help="sample N frames (default: the checkpoint's)")
     group.add_argument(
-        "--fps", type=_positive_float, help="sample F frames per second (bounded by --max-frames)"
+        "--fps", type=positive_float, help="sample F frames per second (bounded by --max-frames)"
     )
-    p.add_argument("--max-frames", type=_positive_int, help="upper bound on sampled frames")
+    p.add_argument("--max-frames", type=positive_int, help="upper bound on sampled frames")
     p.add_argument("--rope-factor", help="linear RoPE factor, a number or 'auto' (hf engine; as in generate)")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="answer length budget (tokens)")
-    p.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0: greedy")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="answer length budget (tokens)")
+    p.add_argument("--temperature", type=non_negative_float, default=0.0, help="0: greedy")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature > 0)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--workers", type=_positive_int, help="decoding processes (default: one per core)")
+    p.add_argument("--workers", type=positive_int, help="decoding processes (default: one per core)")
     p.add_argument(
         "--decode-deadline",
-        type=_positive_float,
+        type=positive_float,
         default=180.0,
         help="seconds one video's decoding may take before its worker is killed and the row fails",
     )
@@ -83,17 +56,17 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         help="rows per generate (hf, default 4) / kept in vLLM (default 16)",
     )
     p.add_argument(
-        "--tensor-parallel-size", "-tp", type=_positive_int, default=1, help="vLLM workers per engine"
+        "--tensor-parallel-size", "-tp", type=positive_int, default=1, help="vLLM workers per engine"
     )
     p.add_argument("--shard", help="K/N: only every N-th row starting at row K (0-based), e.g. a SLURM array")
     p.add_argument("--retry-failed", action="store_true", help="run rows recorded as errors again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--ray", action="store_true", help="run on a Ray cluster (pip install '.[ray]')")
-    p.add_argument("--replicas", type=_positive_int, default=1, help="engine replicas (with --ray)")
+    p.add_argument("--replicas", type=positive_int, default=1, help="engine replicas (with --ray)")
     p.add_argument("--ray-address", help="the cluster to join (default: RAY_ADDRESS, else 'auto')")
     p.set_defaults(func=_run_cli)
 

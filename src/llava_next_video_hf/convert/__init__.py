@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from .. import output_dir, rope, visual_tokens
+from ..arg_types import positive_int
 from ..chat_templates import TEMPLATES
 from ..compat import (
     Settings,
@@ -232,13 +233,6 @@ def load_llava_hf(path: str | os.PathLike, **kwargs: Any) -> Any:
 # ============================================================================ CLI
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
 def _rope_factor_arg(text: str) -> float | str:
     try:
         return rope.parse_rope_factor(text)
@@ -295,7 +289,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     rope_group = p.add_mutually_exclusive_group()
     rope_group.add_argument(
         "--max-frames",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="frame budget; the linear RoPE factor follows from it",
     )
@@ -305,9 +299,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         metavar="F|auto",
         help="linear RoPE factor, or auto (from the frame budget)",
     )
-    p.add_argument(
-        "--num-frames", type=_positive_int, metavar="N", help="frames sampled per video by default"
-    )
+    p.add_argument("--num-frames", type=positive_int, metavar="N", help="frames sampled per video by default")
     p.add_argument(
         "--dtype", choices=("auto", *DTYPES), default="auto", help="output dtype (default: the source's)"
     )
@@ -332,7 +324,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pool-stride",
         dest="spatial_pool_stride",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="override the pooling stride",
     )
