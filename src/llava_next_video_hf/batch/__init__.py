@@ -65,7 +65,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", help="K/N: only every N-th row starting at row K (0-based), e.g. a SLURM array")
     p.add_argument("--retry-failed", action="store_true", help="run rows recorded as errors again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--ray", action="store_true", help="run on a Ray cluster (pip install '.[ray]')")
+    p.add_argument(
+        "--ray", action="store_true", help="run on a Ray cluster (pip install 'llava-next-video-hf[ray]')"
+    )
     p.add_argument("--replicas", type=positive_int, default=1, help="engine replicas (with --ray)")
     p.add_argument("--ray-address", help="the cluster to join (default: RAY_ADDRESS, else 'auto')")
     p.set_defaults(func=_run_cli)
