@@ -88,7 +88,7 @@ def main() -> None:
             cmd = [
                 str(script), "batch", ckpt, str(listing), "-o", str(Path(tmp) / "out.jsonl"),
                 "--engine", args.engine, "--frames", "8", "--max-new-tokens", "8",
-                "--workers", str(args.workers), "--no-progress",
+                "--workers", str(args.workers), "--no-progress", "--prompt", "Describe this video.",
             ]  # fmt: skip
             seconds, own, tree, rc = peak_rss(cmd)
             done = sum(1 for _ in open(Path(tmp) / "out.jsonl")) if (Path(tmp) / "out.jsonl").exists() else 0
